@@ -1,0 +1,3 @@
+"""FHIR-native reference EHR backend."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,84 @@
+"""Responses: FHIR JSON bytes out, with the headers R4 asks for. Stored bodies are sent as they are
+(canonical JSON), never rebuilt from models."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from email.utils import format_datetime
+
+from starlette.responses import Response
+
+from ehr.crypto.canonical import canonical_json
+from ehr.errors import EhrError, operation_outcome
+from ehr.store.records import Version
+
+FHIR_JSON = "application/fhir+json; charset=utf-8"
+
+
+def fhir(status: int, body: bytes | None, headers: Mapping[str, str] | None = None) -> Response:
+    media = FHIR_JSON if body else None
+    return Response(content=body or b"", status_code=status, headers=dict(headers or {}), media_type=media)
+
+
+def error(err: EhrError) -> Response:
+    return fhir(err.category.status, canonical_json(operation_outcome(err)), err.headers)
+
+
+def version_headers(version: Version, base: str) -> dict[str, str]:
+    moment = datetime.fromtimestamp(version.ts_us / 1_000_000, tz=UTC)
+    return {
+        "ETag": version.etag,
+        "Last-Modified": format_datetime(moment, usegmt=True),
+        "Location": f"{base}/{version.res_type}/{version.res_id}/_history/{version.version}",
+    }
+
+
+_HISTORY_STATUS = {"create": "201 Created", "update": "200 OK", "delete": "204 No Content"}
+_HISTORY_METHOD = {"create": "POST", "update": "PUT", "delete": "DELETE"}
+
+
+def history_entry(version: Version, base: str) -> bytes:
+    url = f"{version.res_type}/{version.res_id}"
+    method = _HISTORY_METHOD[version.method]
+    request = {"method": method, "url": version.res_type if method == "POST" else url}
+    response = {
+        "status": _HISTORY_STATUS[version.method],
+        "etag": version.etag,
+        "lastModified": version.last_updated,
+    }
+    head = {"fullUrl": f"{base}/{url}", "request": request, "response": response}
+    if version.body is None:
+        return canonical_json(head)
+    # Splice the stored bytes in as they are: no re-parse, no re-serialisation.
+    encoded = canonical_json(head)
+    return encoded[:-1] + b',"resource":' + version.body + b"}"
+
+
+def bundle(kind: str, total: int | None, links: Iterable[tuple[str, str]], entries: list[bytes]) -> bytes:
+    head: dict[str, object] = {
+        "resourceType": "Bundle",
+        "type": kind,
+        "link": [{"relation": rel, "url": url} for rel, url in links],
+    }
+    if total is not None:
+        head["total"] = total
+    encoded = canonical_json(head)
+    return encoded[:-1] + b',"entry":[' + b",".join(entries) + b"]}"
+
+
+def encode_cursor(cursor: tuple[int, str, str, int]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(list(cursor)).encode()).decode().rstrip("=")
+
+
+def decode_cursor(token: str) -> tuple[int, str, str, int]:
+    """Raises ValueError on anything that is not a cursor this server made."""
+    raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    ts_us, res_type, res_id, version = json.loads(raw)
+    if not (isinstance(ts_us, int) and isinstance(res_type, str) and isinstance(res_id, str)):
+        raise ValueError("bad cursor")
+    if not isinstance(version, int):
+        raise ValueError("bad cursor")
+    return ts_us, res_type, res_id, version

@@ -1,0 +1,154 @@
+"""FHIR R4 RESTful interactions (http.html). Each handler parses, calls the store once, renders."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from ehr.api import negotiate, render
+from ehr.api.services import Services
+from ehr.context import AccessContext
+from ehr.crypto.canonical import canonical_json
+from ehr.errors import Category, EhrError, information_outcome
+from ehr.store.records import Version
+
+router = APIRouter(prefix="/fhir")
+
+
+def _services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def _context(request: Request) -> AccessContext:
+    ctx: AccessContext | None = request.scope.get("ehr.context")
+    if ctx is None:  # the auth middleware guards every path but /metadata; this is a second lock
+        raise EhrError(Category.UNAUTHENTICATED, "authentication required")
+    return ctx
+
+
+@router.get("/metadata")
+async def capabilities(request: Request) -> Response:
+    negotiate.check_accept(request)
+    return render.fhir(200, _services(request).capability_statement)
+
+
+@router.get("/_history")
+async def history_system(request: Request) -> Response:
+    return await _history(request, None, None)
+
+
+@router.get("/{res_type}/_history")
+async def history_type(request: Request, res_type: str) -> Response:
+    return await _history(request, res_type, None)
+
+
+@router.get("/{res_type}/{res_id}/_history")
+async def history_instance(request: Request, res_type: str, res_id: str) -> Response:
+    return await _history(request, res_type, res_id)
+
+
+@router.get("/{res_type}/{res_id}")
+async def read(request: Request, res_type: str, res_id: str) -> Response:
+    negotiate.check_accept(request)
+    services = _services(request)
+    found = await services.store.read(_context(request), res_type, res_id)
+    headers = render.version_headers(found, services.base)
+    del headers["Location"]
+    if _not_modified(request, found):
+        return render.fhir(304, None, headers)
+    return render.fhir(200, found.body, headers)
+
+
+@router.get("/{res_type}/{res_id}/_history/{version}")
+async def vread(request: Request, res_type: str, res_id: str, version: str) -> Response:
+    negotiate.check_accept(request)
+    if not version.isdigit() or len(version) > 9:
+        raise EhrError(Category.NOT_FOUND, "no such version")
+    services = _services(request)
+    found = await services.store.vread(_context(request), res_type, res_id, int(version))
+    headers = render.version_headers(found, services.base)
+    del headers["Location"]
+    return render.fhir(200, found.body, headers)
+
+
+@router.post("/{res_type}")
+async def create(request: Request, res_type: str) -> Response:
+    negotiate.check_accept(request)
+    services = _services(request)
+    resource = await negotiate.read_resource(request, services.settings.max_body_bytes)
+    written = await services.store.create(_context(request), res_type, resource)
+    return _written(request, written, 201, services.base)
+
+
+@router.put("/{res_type}/{res_id}")
+async def update(request: Request, res_type: str, res_id: str) -> Response:
+    negotiate.check_accept(request)
+    services = _services(request)
+    if_match = negotiate.etag_version(request.headers.get("if-match"), "If-Match")
+    resource = await negotiate.read_resource(request, services.settings.max_body_bytes)
+    result = await services.store.update(_context(request), res_type, res_id, resource, if_match)
+    return _written(request, result.version, 201 if result.created else 200, services.base)
+
+
+@router.delete("/{res_type}/{res_id}")
+async def delete(request: Request, res_type: str, res_id: str) -> Response:
+    negotiate.check_accept(request)
+    if_match = negotiate.etag_version(request.headers.get("if-match"), "If-Match")
+    tombstone = await _services(request).store.delete(_context(request), res_type, res_id, if_match)
+    headers = {"ETag": tombstone.etag} if tombstone else {}
+    if negotiate.prefer_return(request) == "OperationOutcome":
+        message = "deleted" if tombstone else "nothing to delete"
+        return render.fhir(200, canonical_json(information_outcome(message)), headers)
+    return render.fhir(204, None, headers)
+
+
+async def _history(request: Request, res_type: str | None, res_id: str | None) -> Response:
+    negotiate.check_accept(request)
+    services = _services(request)
+    settings = services.settings
+    params = request.query_params
+    count = negotiate.count_param(request, settings.page_size_default, settings.page_size_max)
+    since = params.get("_since")
+    since_us = negotiate.fhir_instant(since, "_since") if since else None
+    cursor = None
+    if "_cursor" in params:
+        try:
+            cursor = render.decode_cursor(params["_cursor"])
+        except ValueError:
+            raise EhrError(Category.INVALID, "_cursor is not a cursor from this server") from None
+    page = await services.store.history(
+        _context(request), res_type, res_id, count=count, since_us=since_us, cursor=cursor
+    )
+    path = "/".join(p for p in (services.base, res_type, res_id, "_history") if p)
+    query = f"_count={count}" + (f"&_since={since}" if since else "")
+    links = [("self", f"{path}?{request.url.query}" if request.url.query else path)]
+    if page.next_cursor is not None:
+        links.append(("next", f"{path}?{query}&_cursor={render.encode_cursor(page.next_cursor)}"))
+    entries = [render.history_entry(v, services.base) for v in page.versions]
+    return render.fhir(200, render.bundle("history", page.total, links, entries))
+
+
+def _written(request: Request, version: Version, status: int, base: str) -> Response:
+    headers = render.version_headers(version, base)
+    prefer = negotiate.prefer_return(request)
+    if prefer == "minimal":
+        return render.fhir(status, None, headers)
+    if prefer == "OperationOutcome":
+        message = f"{version.method} of {version.res_type} succeeded"
+        return render.fhir(status, canonical_json(information_outcome(message)), headers)
+    return render.fhir(status, version.body, headers)
+
+
+def _not_modified(request: Request, found: Version) -> bool:
+    none_match = request.headers.get("if-none-match")
+    if none_match is not None:
+        tags = {tag.strip() for tag in none_match.split(",")}
+        return found.etag in tags or f'"{found.version}"' in tags or "*" in tags
+    since = negotiate.http_date(request.headers.get("if-modified-since"))
+    if since is None:
+        return False
+    modified = datetime.fromtimestamp(found.ts_us // 1_000_000, tz=UTC)
+    return modified <= since

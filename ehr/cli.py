@@ -1,0 +1,193 @@
+"""The ``ehr`` command: init, serve, verify, clients, keys."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ehr.errors import EhrError
+from ehr.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from ehr.crypto.keys import KeyStore
+
+DEMO_CLIENT_SCOPES = "system/*.cruds"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "home", None):
+        os.environ["EHR_HOME"] = str(args.home)  # worker processes read settings from the environment
+    settings = Settings()
+    handler: Callable[[Settings, argparse.Namespace], int] = args.handler
+    try:
+        return handler(settings, args)
+    except EhrError as err:
+        print(f"error: {err.message}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ehr", description=__doc__)
+    parser.add_argument("--home", type=Path, help="state directory (env EHR_HOME, default ./.ehr)")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    init = sub.add_parser("init", help="create the state directory: dev PKI, keys, database, demo client")
+    init.set_defaults(handler=_init)
+
+    serve = sub.add_parser("serve", help="serve FHIR over HTTPS with mutual TLS")
+    serve.add_argument("--workers", type=int, help="worker processes (env EHR_WORKERS)")
+    serve.set_defaults(handler=_serve)
+
+    verify = sub.add_parser("verify", help="check every stored version: hash chain, signature, decryption")
+    verify.set_defaults(handler=_verify)
+
+    clients = sub.add_parser("clients", help="registered system clients").add_subparsers(required=True)
+    add = clients.add_parser("add", help="register a client identified by its certificate")
+    add.add_argument("--name", required=True)
+    add.add_argument("--cert", required=True, type=Path, help="the client's certificate (PEM)")
+    add.add_argument("--scopes", required=True, help='SMART scopes, e.g. "system/Patient.cruds"')
+    add.set_defaults(handler=_clients_add)
+    lst = clients.add_parser("list", help="list clients")
+    lst.set_defaults(handler=_clients_list)
+    for name, disabled in (("disable", True), ("enable", False)):
+        cmd = clients.add_parser(name, help=f"{name} a client")
+        cmd.add_argument("client_id")
+        cmd.set_defaults(handler=_clients_disable, disabled=disabled)
+
+    keys = sub.add_parser("keys", help="key management").add_subparsers(required=True)
+    rotate = keys.add_parser("rotate", help="add a new key-encryption key (and with --signing, a signing key)")
+    rotate.add_argument("--signing", action="store_true", help="rotate the signing key instead")
+    rotate.set_defaults(handler=_keys_rotate)
+    rewrap = keys.add_parser("rewrap", help="re-wrap every data key under the active key-encryption key")
+    rewrap.set_defaults(handler=_keys_rewrap)
+    return parser
+
+
+def _run(settings: Settings, job: Callable[[AsyncEngine, KeyStore], Awaitable[int]]) -> int:
+    """Run one async job against the configured database and key store."""
+    from ehr.crypto.keys import FileKeyStore
+    from ehr.db.engine import create_engine, create_schema
+
+    async def go() -> int:
+        engine = create_engine(settings.database, pool_size=2)
+        try:
+            await create_schema(engine)
+            return await job(engine, FileKeyStore(settings.keys_dir))
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(go())
+
+
+def _init(settings: Settings, _args: argparse.Namespace) -> int:
+    from ehr.crypto.keys import FileKeyStore
+    from ehr.pki import certificate_thumbprint, ensure_dev_pki
+    from ehr.store.clients import ClientRegistry
+
+    settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    pki = ensure_dev_pki(settings.pki_dir)
+    FileKeyStore.create(settings.keys_dir)
+    thumbprint = certificate_thumbprint(pki.client_cert.read_bytes())
+
+    async def job(engine: AsyncEngine, keys: KeyStore) -> int:
+        registry = ClientRegistry(engine)
+        if await registry.by_thumbprint(thumbprint) is None:
+            await registry.add("demo-client", thumbprint, DEMO_CLIENT_SCOPES)
+        return 0
+
+    _run(settings, job)
+    print(f"state directory ready: {settings.home.resolve()}")
+    return 0
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    from ehr.api.serve import serve
+
+    if args.workers:
+        settings = settings.model_copy(update={"workers": args.workers})
+        os.environ["EHR_WORKERS"] = str(args.workers)
+    serve(settings)
+    return 0
+
+
+def _verify(settings: Settings, _args: argparse.Namespace) -> int:
+    from ehr.store.verify import verify_store
+
+    async def job(engine: AsyncEngine, keys: KeyStore) -> int:
+        report = await verify_store(engine, keys)
+        for problem in report.problems:
+            print(f"BROKEN {problem.record}: {problem.message}")
+        verdict = "OK" if report.ok else f"FAILED ({len(report.problems)} problem(s))"
+        print(f"{verdict}: {report.versions} versions of {report.resources} resources checked")
+        return 0 if report.ok else 1
+
+    return _run(settings, job)
+
+
+def _clients_add(settings: Settings, args: argparse.Namespace) -> int:
+    from ehr.pki import certificate_thumbprint
+    from ehr.store.clients import ClientRegistry
+
+    thumbprint = certificate_thumbprint(args.cert.read_bytes())
+
+    async def job(engine: AsyncEngine, keys: KeyStore) -> int:
+        added = await ClientRegistry(engine).add(args.name, thumbprint, args.scopes)
+        print(f"{added.id} {added.name} x5t#S256={thumbprint} scopes={added.scopes}")
+        return 0
+
+    return _run(settings, job)
+
+
+def _clients_list(settings: Settings, _args: argparse.Namespace) -> int:
+    from ehr.store.clients import ClientRegistry
+
+    async def job(engine: AsyncEngine, keys: KeyStore) -> int:
+        for found in await ClientRegistry(engine).list():
+            status = "disabled" if found.disabled else "active"
+            print(f"{found.id} {found.name} {status} x5t#S256={found.cert_thumbprint} scopes={found.scopes}")
+        return 0
+
+    return _run(settings, job)
+
+
+def _clients_disable(settings: Settings, args: argparse.Namespace) -> int:
+    from ehr.store.clients import ClientRegistry
+
+    async def job(engine: AsyncEngine, keys: KeyStore) -> int:
+        await ClientRegistry(engine).set_disabled(args.client_id, args.disabled)
+        return 0
+
+    return _run(settings, job)
+
+
+def _keys_rotate(settings: Settings, args: argparse.Namespace) -> int:
+    from ehr.crypto.keys import FileKeyStore
+
+    keys = FileKeyStore(settings.keys_dir)
+    kid = keys.rotate_signing_key() if args.signing else keys.rotate_kek()
+    print(f"new active {'signing key' if args.signing else 'key-encryption key'}: {kid}")
+    return 0
+
+
+def _keys_rewrap(settings: Settings, _args: argparse.Namespace) -> int:
+    from ehr.store.rewrap import rewrap_all
+
+    async def job(engine: AsyncEngine, keys: KeyStore) -> int:
+        count = await rewrap_all(engine, keys)
+        print(f"re-wrapped {count} data keys")
+        return 0
+
+    return _run(settings, job)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,25 @@
+"""Who is asking, on whose behalf and why: built once per request at the edge, passed to the store."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+from smart_auth.scopes import Permissions
+
+
+@dataclass(frozen=True, slots=True)
+class AccessContext:
+    actor: str                      # unique id of the person, app or system (Client.id, later User.id)
+    actor_display: str              # a name for people reading the log (never ePHI)
+    permissions: Permissions        # what the granted scopes allow
+    cert_thumbprint: str | None = None   # RFC 8705 x5t#S256 of the client certificate, if any
+    patient: str | None = None      # launch patient for patient/ scopes (SMART issue)
+    purpose: str | None = None      # purposeOfUse, e.g. break-glass (later issue)
+    address: str | None = None      # network address of the peer
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+def system_context(name: str, scopes: str = "system/*.cruds") -> AccessContext:
+    """A context for the server's own command-line tools (import, verify) run by an operator."""
+    return AccessContext(actor=f"cli:{name}", actor_display=name, permissions=Permissions.parse(scopes))

@@ -1,0 +1,119 @@
+"""One schema for SQLite and PostgreSQL.
+
+``resource_version`` is append-only: the database itself refuses UPDATE, DELETE (and on PostgreSQL
+TRUNCATE) through triggers, so a bug or a stolen application credential cannot rewrite history
+without also having DDL rights. ``resource_head`` is the one mutable table: a signed pointer to each
+resource's newest version, used for concurrency control and to detect a deleted newest version.
+
+Every table that grows with patients carries ``compartment`` (the patient id), so the schema can be
+distributed by patient compartment (Citus) later; see docs/adr/0004-storage.md.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    DDL,
+    BigInteger,
+    Boolean,
+    Column,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    event,
+)
+
+metadata = MetaData()
+
+resource_version = Table(
+    "resource_version",
+    metadata,
+    Column("res_type", String(64), primary_key=True),
+    Column("res_id", String(64), primary_key=True),
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("compartment", String(64), nullable=True),
+    Column("ts_us", BigInteger, nullable=False),        # lastUpdated, microseconds since the epoch (UTC)
+    Column("method", String(8), nullable=False),        # create | update | delete
+    Column("deleted", Boolean, nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("content_hash", LargeBinary(32), nullable=True),  # SHA-256 of the canonical resource bytes
+    Column("prev_hash", LargeBinary(32), nullable=False),
+    Column("hash", LargeBinary(32), nullable=False),        # chain hash over header + prev_hash
+    Column("sig_kid", String(64), nullable=False),
+    Column("signature", LargeBinary, nullable=False),
+    Column("kek_id", String(64), nullable=True),
+    Column("wrapped_key", LargeBinary, nullable=True),
+    Column("nonce", LargeBinary(12), nullable=True),
+    Column("ciphertext", LargeBinary, nullable=True),
+)
+Index("ix_version_ts", resource_version.c.ts_us)
+Index("ix_version_type_ts", resource_version.c.res_type, resource_version.c.ts_us)
+
+resource_head = Table(
+    "resource_head",
+    metadata,
+    Column("res_type", String(64), primary_key=True),
+    Column("res_id", String(64), primary_key=True),
+    Column("compartment", String(64), nullable=True),
+    Column("version", Integer, nullable=False),
+    Column("deleted", Boolean, nullable=False),
+    Column("ts_us", BigInteger, nullable=False),
+    Column("hash", LargeBinary(32), nullable=False),
+    Column("sig_kid", String(64), nullable=False),
+    Column("signature", LargeBinary, nullable=False),
+)
+
+client = Table(
+    "client",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("cert_thumbprint", String(64), nullable=True, unique=True),
+    Column("scopes", String(4000), nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+    Column("disabled", Boolean, nullable=False, default=False),
+)
+
+_SQLITE_GUARD = """
+CREATE TRIGGER IF NOT EXISTS {table}_no_{op} BEFORE {OP} ON {table}
+BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END
+"""
+
+# Row trigger: refuse DELETE, and any UPDATE that changes more than the mutable columns.
+_PG_GUARD = """
+CREATE OR REPLACE FUNCTION {table}_guard() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF TG_OP = 'UPDATE' AND (to_jsonb(NEW) {minus}) = (to_jsonb(OLD) {minus}) THEN
+    RETURN NEW;
+  END IF;
+  RAISE EXCEPTION '{table} is append-only' USING ERRCODE = 'insufficient_privilege';
+END $$
+"""
+
+_PG_TRIGGERS = """
+CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table}
+  FOR EACH ROW EXECUTE FUNCTION {table}_guard();
+CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table}
+  FOR EACH STATEMENT EXECUTE FUNCTION {table}_guard()
+"""
+
+
+def append_only(table: Table, mutable: tuple[str, ...] = ()) -> None:
+    """Make the database refuse UPDATE and DELETE on ``table``, except updates of ``mutable`` columns."""
+    fixed = [c.name for c in table.columns if c.name not in mutable]
+    sqlite = [("update", f"UPDATE OF {', '.join(fixed)}"), ("delete", "DELETE")]
+    for op, clause in sqlite:
+        ddl = _SQLITE_GUARD.format(table=table.name, op=op, OP=clause)
+        event.listen(table, "after_create", DDL(ddl).execute_if(dialect="sqlite"))
+    minus = " ".join(f"- '{name}'" for name in mutable)
+    statements = [_PG_GUARD.format(table=table.name, minus=minus)]
+    statements += _PG_TRIGGERS.format(table=table.name).split(";")
+    for statement in statements:
+        event.listen(table, "after_create", DDL(statement).execute_if(dialect="postgresql"))
+
+
+# Re-wrapping a data key under a new KEK (ehr keys rewrap) changes only the wrapping; the content,
+# hashes, signature and ciphertext stay as written.
+append_only(resource_version, mutable=("kek_id", "wrapped_key"))

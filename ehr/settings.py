@@ -1,0 +1,65 @@
+"""Settings from the environment (prefix ``EHR_``); see README "Configuration".
+
+Settings are built explicitly (``Settings()``) by the entry points and passed down; nothing reads
+the environment at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EHR_", extra="ignore")
+
+    home: Path = Field(default=Path(".ehr"), description="state directory: PKI, keys, SQLite database")
+    host: str = "127.0.0.1"
+    port: int = 8443
+    workers: int = Field(default=1, ge=1, le=64)
+    database_url: SecretStr | None = Field(
+        default=None, description="SQLAlchemy async URL; default: SQLite file in the state directory"
+    )
+    base_url: str | None = Field(default=None, description="public FHIR base URL; default https://HOST:PORT/fhir")
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    client_ca: Path | None = None
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    page_size_default: int = Field(default=50, ge=1)
+    page_size_max: int = Field(default=500, ge=1)
+    client_cache_seconds: float = Field(default=5.0, ge=0, description="how long a client registration is cached")
+    db_pool_size: int = Field(default=20, ge=1)
+
+    @property
+    def pki_dir(self) -> Path:
+        return self.home / "pki"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.home / "keys"
+
+    @property
+    def server_cert(self) -> Path:
+        return self.tls_cert or self.pki_dir / "server.pem"
+
+    @property
+    def server_key(self) -> Path:
+        return self.tls_key or self.pki_dir / "server-key.pem"
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.client_ca or self.pki_dir / "ca.pem"
+
+    @property
+    def database(self) -> str:
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return f"sqlite+aiosqlite:///{(self.home / 'ehr.sqlite3').resolve()}"
+
+    @property
+    def fhir_base(self) -> str:
+        if self.base_url:
+            return self.base_url.rstrip("/")
+        return f"https://{self.host}:{self.port}/fhir"

@@ -1,0 +1,166 @@
+"""Shared fixtures: both database engines, fixed keys, a fixed clock, a dev PKI, and an in-process
+client that presents a real client certificate through the ASGI TLS extension.
+
+PostgreSQL: the suite creates its own database on EHR_TEST_POSTGRES_URL's server (default
+127.0.0.1:5432, user postgres) and a schema per test. With CI=true an unreachable server fails the
+run; elsewhere the PostgreSQL cases skip with a loud message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+import warnings
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from ehr.api.app import create_app
+from ehr.api.services import Services
+from ehr.crypto.keys import MemoryKeyStore
+from ehr.db.engine import create_engine, create_schema
+from ehr.pki import DevPki, certificate_thumbprint, ensure_dev_pki
+from ehr.settings import Settings
+
+ADMIN_URL = os.environ.get("EHR_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+ENGINES = ["sqlite", "postgresql"]
+BASE = "https://ehr.test/fhir"
+
+
+class FixedClock:
+    """Starts at 2026-01-01T00:00:00Z and moves 1 ms per reading."""
+
+    def __init__(self, start_us: int = 1_767_225_600_000_000) -> None:
+        self.now = start_us
+
+    def now_us(self) -> int:
+        self.now += 1000
+        return self.now
+
+
+def _admin(url: str, statement: str) -> None:
+    async def run() -> None:
+        engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
+        try:
+            async with engine.connect() as conn:
+                await conn.execute(text(statement))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh database for this test session, dropped at the end."""
+    name = f"ehr_test_{uuid.uuid4().hex[:12]}"
+    try:
+        _admin(ADMIN_URL, f'CREATE DATABASE "{name}"')
+    except Exception as exc:  # noqa: BLE001 - any connection failure means "no server"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL at {ADMIN_URL} is unreachable in CI: {type(exc).__name__}: {exc}")
+        warnings.warn(f"PostgreSQL unreachable ({type(exc).__name__}): PostgreSQL tests SKIPPED", stacklevel=1)
+        pytest.skip("PostgreSQL is unreachable")
+    url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    yield url
+    _admin(ADMIN_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=ENGINES)
+def engine_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def database_url(engine_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    if engine_kind == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'ehr.sqlite3'}"
+    base: str = request.getfixturevalue("postgres_url")
+    return base
+
+
+@pytest.fixture
+async def engine(engine_kind: str, database_url: str) -> AsyncIterator[AsyncEngine]:
+    """An empty schema on the engine under test (a PostgreSQL schema of its own per test)."""
+    connect_args: dict[str, Any] = {}
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    if engine_kind == "postgresql":
+        admin = create_async_engine(database_url, isolation_level="AUTOCOMMIT")
+        async with admin.connect() as conn:
+            await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        connect_args = {"server_settings": {"search_path": schema}}
+    eng = create_engine(database_url, pool_size=5, connect_args=connect_args)
+    await create_schema(eng)
+    yield eng
+    await eng.dispose()
+    if engine_kind == "postgresql":
+        async with admin.connect() as conn:
+            await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        await admin.dispose()
+
+
+@pytest.fixture
+def keys() -> MemoryKeyStore:
+    return MemoryKeyStore(seed=b"ehr-tests")
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock()
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> DevPki:
+    return ensure_dev_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(home=tmp_path / "home", base_url=BASE, client_cache_seconds=0)
+
+
+@pytest.fixture
+def services(settings: Settings, engine: AsyncEngine, keys: MemoryKeyStore, clock: FixedClock) -> Services:
+    return Services.build(settings, engine, keys, clock)
+
+
+class PresentCertificate:
+    """ASGI wrapper standing in for the TLS server: puts a client certificate into the TLS extension."""
+
+    def __init__(self, app: Any, pem: str | None) -> None:
+        self.app = app
+        self.pem = pem
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            chain = [self.pem] if self.pem else []
+            tls = {"server_cert": None, "client_cert_chain": chain, "client_cert_name": None,
+                   "client_cert_error": None, "tls_version": 0x0304, "cipher_suite": None}
+            scope = {**scope, "extensions": {**scope.get("extensions", {}), "tls": tls}}
+        await self.app(scope, receive, send)
+
+
+async def make_client(services: Services, pem: str | None) -> httpx.AsyncClient:
+    app = create_app(services.settings, services)
+    transport = httpx.ASGITransport(app=PresentCertificate(app, pem))
+    return httpx.AsyncClient(transport=transport, base_url=BASE + "/")
+
+
+async def register(services: Services, pem: str, scopes: str, name: str = "test-client") -> str:
+    added = await services.clients.add(name, certificate_thumbprint(pem), scopes)
+    return added.id
+
+
+@pytest.fixture
+async def fhir(services: Services, pki: DevPki) -> AsyncIterator[httpx.AsyncClient]:
+    """A client registered with system/*.cruds, presenting the dev client certificate."""
+    pem = pki.client_cert.read_text()
+    await register(services, pem, "system/*.cruds")
+    async with await make_client(services, pem) as client:
+        yield client

@@ -1,0 +1,81 @@
+"""The committed R4 tables: what they hold, and that the generator reproduces them exactly."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from importlib import resources
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from ehr.fhir.definitions import TABLE
+from tests.fhir.shared import R4_PACKAGE, require
+
+GENERATOR = Path(__file__).resolve().parents[2] / "scripts" / "gen_r4_tables.py"
+
+
+def _committed_text() -> str:
+    return resources.files("ehr.fhir").joinpath("data", TABLE).read_text(encoding="ascii")
+
+
+def _committed() -> dict[str, Any]:
+    table: dict[str, Any] = json.loads(_committed_text())
+    return table
+
+
+def _generator() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("gen_r4_tables", GENERATOR)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_generator_reproduces_the_committed_tables_byte_for_byte() -> None:
+    generator = _generator()
+    tables = generator.compile_tables(list(generator.read_package(require(R4_PACKAGE))))
+    assert generator.render(tables) == _committed_text()
+
+
+def test_tables_are_small() -> None:
+    assert len(_committed_text()) < 3 * 1024 * 1024
+
+
+def test_tables_hold_every_r4_resource_datatype_and_primitive() -> None:
+    table = _committed()
+    assert table["fhirVersion"] == "4.0.1"
+    assert len(table["resources"]) == 146
+    assert {"MedicinalProduct", "EffectEvidenceSynthesis", "Patient"} <= set(table["resources"])
+    assert {"HumanName", "Extension", "Dosage", "Timing", "Timing.repeat"} <= set(table["types"])
+    assert len(table["primitives"]) == 20
+    assert table["primitives"]["integer"]["range"] == [-(2**31), 2**31 - 1]
+    assert table["primitives"]["decimal"]["json"] == "decimal"
+    assert table["primitives"]["id"]["regex"] == "[A-Za-z0-9\\-\\.]{1,64}"
+
+
+def test_content_references_point_at_the_backbone_type() -> None:
+    types = _committed()["types"]
+    assert types["Questionnaire.item"]["item"]["type"] == "Questionnaire.item"
+    assert types["Parameters.parameter"]["part"]["type"] == "Parameters.parameter"
+    assert types["Parameters.parameter"]["resource"]["type"] == "Resource"
+
+
+def test_choice_elements_are_expanded_per_type() -> None:
+    patient = _committed()["types"]["Patient"]
+    assert patient["deceasedBoolean"] == {"choice": "deceased", "max": "1", "min": 0, "type": "boolean"}
+    assert patient["deceasedDateTime"]["type"] == "dateTime"
+    assert "deceased[x]" not in patient
+    assert patient["id"] == {"attribute": True, "max": "1", "min": 0, "type": "id"}
+
+
+def test_only_enumerable_required_code_bindings_are_kept() -> None:
+    table = _committed()
+    gender = "http://hl7.org/fhir/ValueSet/administrative-gender"
+    assert table["types"]["Patient"]["gender"]["binding"] == gender
+    assert table["valuesets"][gender] == [
+        "female", "male", "other", "unknown"
+    ]
+    assert "binding" not in table["types"]["Attachment"]["contentType"]   # mime types: external
+    assert "binding" not in table["types"]["Money"]["currency"]           # ISO 4217: external
+    assert "binding" not in table["types"]["Patient"]["maritalStatus"]    # a CodeableConcept
