@@ -1,44 +1,46 @@
 """Run the HTTPS server: uvicorn with our TLS policy and the verified peer certificate in the scope.
 
 One process, or ``workers`` processes sharing one listening socket (uvicorn's Multiprocess
-supervisor). Processes share nothing but the database and the key files.
+supervisor; each worker builds its app from the EHR_* environment). Processes share nothing but the
+database and the key files.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import uvicorn
-from uvicorn.supervisors import Multiprocess
+from uvicorn.supervisors.multiprocess import Multiprocess
 
 from ehr.api.app import create_app
 from ehr.settings import Settings
 from ehr.tls import EhrServerConfig
 
+# The URL can carry patient identifiers: no access log (the audit log records what was accessed).
+_UVICORN: dict[str, Any] = {"log_level": "warning", "access_log": False, "server_header": False, "loop": "uvloop"}
+
 
 def server_config(settings: Settings) -> EhrServerConfig:
-    common = {
-        "host": settings.host,
-        "port": settings.port,
-        "certfile": settings.server_cert,
-        "keyfile": settings.server_key,
-        "client_ca": settings.ca_cert,
-        "log_level": "warning",
-        "access_log": False,  # the URL can carry patient identifiers; audit records what was accessed
-        "server_header": False,
-        "loop": "uvloop",
-        "lifespan": "on",
-    }
+    app: Any = create_app(settings)
+    extra: dict[str, Any] = {}
     if settings.workers > 1:
-        return EhrServerConfig(
-            "ehr.api.app:app_from_environment", factory=True, workers=settings.workers, **common
-        )
-    return EhrServerConfig(create_app(settings), **common)
+        app, extra = "ehr.api.app:app_from_environment", {"factory": True, "workers": settings.workers}
+    return EhrServerConfig(
+        app,
+        host=settings.host,
+        port=settings.port,
+        certfile=settings.server_cert,
+        keyfile=settings.server_key,
+        client_ca=settings.ca_cert,
+        **_UVICORN,
+        **extra,
+    )
 
 
 def serve(settings: Settings) -> None:
     config = server_config(settings)
-    server = uvicorn.Server(config)
     if config.workers > 1:
         sock = config.bind_socket()
-        Multiprocess(config, target=server.run, sockets=[sock]).run()
+        Multiprocess(config, sockets=[sock]).run()
     else:
-        server.run()
+        uvicorn.Server(config).run()

@@ -61,3 +61,10 @@ async def create_schema(engine: AsyncEngine) -> None:
 async def write_connection(engine: AsyncEngine) -> AsyncConnection:
     conn = await engine.connect()
     return await conn.execution_options(ehr_write=True)
+
+
+def reader(engine: AsyncEngine) -> AsyncEngine:
+    """The same pool for single-statement reads: on PostgreSQL without BEGIN/ROLLBACK round trips."""
+    if engine.dialect.name == "postgresql":
+        return engine.execution_options(isolation_level="AUTOCOMMIT")
+    return engine

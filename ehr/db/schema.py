@@ -106,12 +106,12 @@ def append_only(table: Table, mutable: tuple[str, ...] = ()) -> None:
     sqlite = [("update", f"UPDATE OF {', '.join(fixed)}"), ("delete", "DELETE")]
     for op, clause in sqlite:
         ddl = _SQLITE_GUARD.format(table=table.name, op=op, OP=clause)
-        event.listen(table, "after_create", DDL(ddl).execute_if(dialect="sqlite"))
+        event.listen(table, "after_create", DDL(ddl).execute_if(dialect="sqlite"))  # type: ignore[no-untyped-call]
     minus = " ".join(f"- '{name}'" for name in mutable)
     statements = [_PG_GUARD.format(table=table.name, minus=minus)]
     statements += _PG_TRIGGERS.format(table=table.name).split(";")
     for statement in statements:
-        event.listen(table, "after_create", DDL(statement).execute_if(dialect="postgresql"))
+        event.listen(table, "after_create", DDL(statement).execute_if(dialect="postgresql"))  # type: ignore[no-untyped-call]
 
 
 # Re-wrapping a data key under a new KEK (ehr keys rewrap) changes only the wrapping; the content,

@@ -7,17 +7,16 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ehr.db.engine import write_connection
+from ehr.db.engine import reader, write_connection
 from ehr.db.schema import client
 from ehr.errors import Category, EhrError
+from ehr.store.records import Row
 from smart_auth.scopes import InvalidScope, Permissions
 
 
@@ -34,6 +33,7 @@ class Client:
 class ClientRegistry:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._reader = reader(engine)
 
     async def add(self, name: str, cert_thumbprint: str, scopes: str) -> Client:
         try:
@@ -62,12 +62,12 @@ class ClientRegistry:
         return record
 
     async def by_thumbprint(self, thumbprint: str) -> Client | None:
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             row = (await conn.execute(select(client).where(client.c.cert_thumbprint == thumbprint))).mappings().first()
         return _client(row) if row else None
 
     async def list(self) -> list[Client]:
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             rows = (await conn.execute(select(client).order_by(client.c.name))).mappings().all()
         return [_client(row) for row in rows]
 
@@ -82,7 +82,7 @@ class ClientRegistry:
             await conn.close()
 
 
-def _client(row: Mapping[str, Any]) -> Client:
+def _client(row: Row) -> Client:
     scopes = row["scopes"]
     disabled = bool(row["disabled"])
     return Client(row["id"], row["name"], row["cert_thumbprint"], scopes, disabled, Permissions.parse(scopes))

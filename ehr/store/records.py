@@ -25,6 +25,8 @@ from ehr.crypto.envelope import DecryptionError, Sealed, open_sealed, seal
 from ehr.crypto.keys import KeyStore
 from ehr.crypto.signing import verify_signature
 
+Row = Mapping[Any, Any]  # a result row mapping (SQLAlchemy RowMapping) or a plain dict
+
 GENESIS = bytes(32)
 _VERSION_DOMAIN = b"ehr-version-v1\n"
 _HEAD_DOMAIN = b"ehr-head-v1\n"
@@ -61,7 +63,7 @@ def aad(res_type: str, res_id: str, version: int) -> bytes:
     return f"{res_type}/{res_id}/_history/{version}".encode()
 
 
-def version_header(row: Mapping[str, Any]) -> bytes:
+def version_header(row: Row) -> bytes:
     content = row["content_hash"]
     return canonical_json(
         {
@@ -78,7 +80,7 @@ def version_header(row: Mapping[str, Any]) -> bytes:
     )
 
 
-def version_hash(row: Mapping[str, Any]) -> bytes:
+def version_hash(row: Row) -> bytes:
     return hashlib.sha256(_VERSION_DOMAIN + version_header(row)).digest()
 
 
@@ -105,7 +107,7 @@ def seal_version(keys: KeyStore, row: dict[str, Any], body: bytes | None) -> dic
     return row
 
 
-def head_row(keys: KeyStore, row: Mapping[str, Any]) -> dict[str, Any]:
+def head_row(keys: KeyStore, row: Row) -> dict[str, Any]:
     signer = keys.signer()
     message = head_message(row["res_type"], row["res_id"], row["version"], row["hash"])
     return {
@@ -121,7 +123,7 @@ def head_row(keys: KeyStore, row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def sealed_of(row: Mapping[str, Any]) -> Sealed:
+def sealed_of(row: Row) -> Sealed:
     return Sealed(
         kek_id=row["kek_id"],
         wrapped_key=bytes(row["wrapped_key"]),
@@ -130,14 +132,14 @@ def sealed_of(row: Mapping[str, Any]) -> Sealed:
     )
 
 
-def open_body(keys: KeyStore, row: Mapping[str, Any]) -> bytes | None:
+def open_body(keys: KeyStore, row: Row) -> bytes | None:
     """The plaintext body of a version row; raises DecryptionError when it was tampered with or moved."""
     if row["ciphertext"] is None:
         return None
     return open_sealed(keys, sealed_of(row), aad(row["res_type"], row["res_id"], row["version"]))
 
 
-def to_version(keys: KeyStore, row: Mapping[str, Any]) -> Version:
+def to_version(keys: KeyStore, row: Row) -> Version:
     return Version(
         res_type=row["res_type"],
         res_id=row["res_id"],
@@ -149,7 +151,7 @@ def to_version(keys: KeyStore, row: Mapping[str, Any]) -> Version:
     )
 
 
-def check_version(keys: KeyStore, row: Mapping[str, Any]) -> list[str]:
+def check_version(keys: KeyStore, row: Row) -> list[str]:
     """Everything that is wrong with one version row on its own (the chain is checked by the caller)."""
     problems: list[str] = []
     if version_hash(row) != bytes(row["hash"]):
@@ -170,6 +172,6 @@ def check_version(keys: KeyStore, row: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def check_head(keys: KeyStore, head: Mapping[str, Any]) -> bool:
+def check_head(keys: KeyStore, head: Row) -> bool:
     message = head_message(head["res_type"], head["res_id"], head["version"], bytes(head["hash"]))
     return verify_signature(keys, head["sig_kid"], message, bytes(head["signature"]))

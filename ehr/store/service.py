@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -18,11 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ehr.context import AccessContext
 from ehr.crypto.keys import KeyStore
-from ehr.db.engine import write_connection
+from ehr.db.engine import reader, write_connection
 from ehr.db.schema import resource_head, resource_version
 from ehr.errors import Category, EhrError
 from ehr.store import ingest, policy
-from ehr.store.records import GENESIS, Version, head_row, instant, seal_version, to_version
+from ehr.store.records import GENESIS, Row, Version, head_row, instant, seal_version, to_version
 
 _WRITE_ATTEMPTS = 3
 
@@ -52,6 +52,7 @@ class HistoryPage:
 class Store:
     def __init__(self, engine: AsyncEngine, keys: KeyStore, clock: Clock | None = None) -> None:
         self._engine = engine
+        self._reader = reader(engine)
         self._keys = keys
         self._clock = clock or SystemClock()
 
@@ -60,7 +61,7 @@ class Store:
     async def read(self, ctx: AccessContext, res_type: str, res_id: str) -> Version:
         """The current version; GONE when its newest version is a delete."""
         self._authorize(ctx, res_type, "r")
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             row = await self._newest(conn, res_type, res_id)
         if row is None:
             raise EhrError(Category.NOT_FOUND, f"{res_type} not found")
@@ -76,7 +77,7 @@ class Store:
             resource_version.c.res_id == res_id,
             resource_version.c.version == version,
         )
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             row = (await conn.execute(query)).mappings().first()
         if row is None:
             raise EhrError(Category.NOT_FOUND, f"{res_type} version not found")
@@ -103,7 +104,7 @@ class Store:
         page = select(resource_version).where(*where).order_by(*order).limit(count + 1)
         if cursor is not None:
             page = page.where(tuple_(v.ts_us, v.res_type, v.res_id, v.version) < tuple_(*cursor))
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             if res_id is not None and await self._newest(conn, res_type or "", res_id) is None:
                 raise EhrError(Category.NOT_FOUND, f"{res_type} not found")
             rows = list((await conn.execute(page)).mappings())
@@ -179,7 +180,7 @@ class Store:
         ctx: AccessContext,
         res_type: str,
         res_id: str,
-        head: Mapping[str, Any] | None,
+        head: Row | None,
         resource: Any,
         method: str,
     ) -> Version:
@@ -210,7 +211,7 @@ class Store:
             )
         return Version(res_type, res_id, version, ts_us, resource is None, method, body)
 
-    async def _head(self, conn: AsyncConnection, res_type: str, res_id: str) -> Mapping[str, Any] | None:
+    async def _head(self, conn: AsyncConnection, res_type: str, res_id: str) -> Row | None:
         query = (
             select(resource_head)
             .where(resource_head.c.res_type == res_type, resource_head.c.res_id == res_id)
@@ -218,7 +219,7 @@ class Store:
         )
         return (await conn.execute(query)).mappings().first()
 
-    async def _newest(self, conn: AsyncConnection, res_type: str, res_id: str) -> Mapping[str, Any] | None:
+    async def _newest(self, conn: AsyncConnection, res_type: str, res_id: str) -> Row | None:
         query = (
             select(resource_version)
             .where(resource_version.c.res_type == res_type, resource_version.c.res_id == res_id)
@@ -248,7 +249,7 @@ class Store:
         return where
 
 
-def _check_precondition(head: Mapping[str, Any] | None, if_match: int | None) -> None:
+def _check_precondition(head: Row | None, if_match: int | None) -> None:
     if if_match is None:
         return
     if head is None or head["version"] != if_match:

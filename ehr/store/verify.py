@@ -8,16 +8,15 @@ the newest version. Holds one resource's chain in memory at a time.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ehr.crypto.keys import KeyStore
 from ehr.db.schema import resource_head, resource_version
-from ehr.store.records import GENESIS, check_head, check_version
+from ehr.store.records import GENESIS, Row, check_head, check_version
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,18 +50,18 @@ async def verify_store(engine: AsyncEngine, keys: KeyStore) -> Report:
     return report
 
 
-async def _heads(engine: AsyncEngine) -> dict[tuple[str, str], Mapping[str, Any]]:
+async def _heads(engine: AsyncEngine) -> dict[tuple[str, str], Row]:
     async with engine.connect() as conn:
         rows = (await conn.execute(select(resource_head))).mappings().all()
     return {(row["res_type"], row["res_id"]): row for row in rows}
 
 
-async def _chains(engine: AsyncEngine) -> AsyncIterator[tuple[tuple[str, str], list[Mapping[str, Any]]]]:
+async def _chains(engine: AsyncEngine) -> AsyncIterator[tuple[tuple[str, str], list[Row]]]:
     v = resource_version.c
     query = select(resource_version).order_by(v.res_type, v.res_id, v.version)
     async with engine.connect() as conn:
         key: tuple[str, str] | None = None
-        rows: list[Mapping[str, Any]] = []
+        rows: list[Row] = []
         async for row in (await conn.stream(query)).mappings():
             row_key = (row["res_type"], row["res_id"])
             if row_key != key and rows:
@@ -75,7 +74,7 @@ async def _chains(engine: AsyncEngine) -> AsyncIterator[tuple[tuple[str, str], l
 
 
 def _check_chain(
-    keys: KeyStore, key: tuple[str, str], rows: list[Mapping[str, Any]], head: Mapping[str, Any] | None
+    keys: KeyStore, key: tuple[str, str], rows: list[Row], head: Row | None
 ) -> list[Problem]:
     problems: list[Problem] = []
     previous = GENESIS
@@ -92,7 +91,7 @@ def _check_chain(
 
 
 def _check_head(
-    keys: KeyStore, key: tuple[str, str], newest: Mapping[str, Any], head: Mapping[str, Any] | None
+    keys: KeyStore, key: tuple[str, str], newest: Row, head: Row | None
 ) -> list[Problem]:
     name = f"{key[0]}/{key[1]}"
     if head is None:

@@ -50,3 +50,13 @@ async def _race(home: Path, bases: list[str]) -> dict[str, int]:
     finally:
         for client in clients:
             await client.aclose()
+
+
+def test_serve_with_two_workers(home: Path, server_database: str) -> None:
+    with running_server(home, server_database, workers=2) as base:
+        with httpx.Client(base_url=base + "/", verify=client_context(home)) as fhir:
+            ids = [fhir.post("Patient", json=PATIENT).json()["id"] for _ in range(10)]
+            assert all(fhir.get(f"Patient/{rid}").status_code == 200 for rid in ids)
+    verified = ehr(home, "verify", database_url=server_database)
+    assert verified.returncode == 0, verified.stdout
+    assert "OK: 10 versions of 10 resources" in verified.stdout
