@@ -14,7 +14,7 @@ until those exist they allow nothing (:meth:`Permissions.allows` only counts unc
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 Context = Literal["patient", "user", "system"]
@@ -65,6 +65,11 @@ def parse_scope(text: str) -> Grant | None:
 class Permissions:
     grants: tuple[Grant, ...]
     other_scopes: tuple[str, ...] = ()
+    _enforceable: tuple[Grant, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        enforceable = tuple(g for g in self.grants if g.context == "system" and g.query is None)
+        object.__setattr__(self, "_enforceable", enforceable)
 
     @classmethod
     def parse(cls, scopes: str) -> Permissions:
@@ -78,16 +83,13 @@ class Permissions:
                 grants.append(grant)
         return cls(tuple(grants), tuple(others))
 
-    def _enforceable(self) -> tuple[Grant, ...]:
-        return tuple(g for g in self.grants if g.context == "system" and g.query is None)
-
     def allows(self, resource_type: str, letter: Letter) -> bool:
-        return any(g.covers(resource_type, letter) for g in self._enforceable())
+        return any(g.covers(resource_type, letter) for g in self._enforceable)
 
     def types_allowed(self, letter: Letter) -> frozenset[str] | None:
         """The types for which ``letter`` is granted; None means every type ("*")."""
         types: set[str] = set()
-        for grant in self._enforceable():
+        for grant in self._enforceable:
             if letter in grant.letters:
                 if grant.resource_type == "*":
                     return None

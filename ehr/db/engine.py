@@ -24,8 +24,10 @@ def create_engine(url: str, *, pool_size: int = 20, connect_args: dict[str, Any]
         engine = create_async_engine(url, connect_args={"timeout": 30, **(connect_args or {})})
         _configure_sqlite(engine)
         return engine
+    # A fixed pool: requests queue for a connection rather than open and close overflow connections
+    # (each a new TCP + TLS + auth handshake) under load.
     return create_async_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False, connect_args=connect_args or {}
+        url, pool_size=pool_size, max_overflow=0, pool_timeout=60, pool_pre_ping=False, connect_args=connect_args or {}
     )
 
 

@@ -1,0 +1,200 @@
+"""A small HTTP/1.1 keep-alive load generator over mutual TLS: N connections, a fixed request count.
+
+Why not ApacheBench: ``ab`` speaks HTTP/1.0, and uvicorn never keeps an HTTP/1.0 connection
+alive (``keep_alive = http_version != "1.0" and ...`` in its httptools protocol), so ``ab -k``
+reports "Keep-Alive requests: 0" and pays a full mTLS handshake per request: it would measure
+the handshake, not the server.
+
+Each of ``concurrency`` clients holds one connection (opened before the clock starts) and sends
+one request at a time, taking the next from a shared budget until ``total`` have been sent.
+Latency is measured from writing the request to reading the last byte of the response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import ssl
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+WHY_NOT_AB = "not ab: ab speaks HTTP/1.0, which uvicorn never keeps alive, so every ab request is a new mTLS handshake"
+REQUEST_TIMEOUT = 30.0  # seconds for one request/response exchange
+MAX_HEAD = 64 * 1024
+
+
+class ProtocolError(Exception):
+    """A response this client does not understand (no Content-Length, bad status line)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    host: str
+    port: int
+    tls: ssl.SSLContext
+
+
+def http_request(method: str, path: str, body: bytes = b"") -> bytes:
+    """One raw HTTP/1.1 request; a body is sent as application/fhir+json."""
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", "Accept: application/fhir+json"]
+    if body:
+        lines += ["Content-Type: application/fhir+json", f"Content-Length: {len(body)}"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: bytes
+    keep_alive: bool
+
+
+class Connection:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+
+    @classmethod
+    async def open(cls, target: Target) -> Connection:
+        async with asyncio.timeout(REQUEST_TIMEOUT):
+            reader, writer = await asyncio.open_connection(
+                target.host, target.port, ssl=target.tls, limit=MAX_HEAD
+            )
+        return cls(reader, writer)
+
+    async def exchange(self, request: bytes) -> Response:
+        self._writer.write(request)
+        head = await self._reader.readuntil(b"\r\n\r\n")
+        status, length, keep_alive = _parse_head(head)
+        return Response(status, await self._reader.readexactly(length), keep_alive)
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+def _parse_head(head: bytes) -> tuple[int, int, bool]:
+    """Status, Content-Length and whether the server keeps the connection open."""
+    lines = head.decode("latin-1").split("\r\n")
+    if not lines[0].startswith("HTTP/1.1 "):
+        raise ProtocolError(f"unexpected status line {lines[0][:40]!r}")
+    length, keep_alive = None, True
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        name = name.strip().lower()
+        if name == "content-length":
+            length = int(value)
+        elif name == "connection" and value.strip().lower() == "close":
+            keep_alive = False
+    if length is None:
+        raise ProtocolError("response without Content-Length")
+    return int(lines[0][9:12]), length, keep_alive
+
+
+@dataclass
+class LoadResult:
+    requests: int
+    concurrency: int
+    expected_status: int
+    seconds: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list)
+    statuses: Counter[int] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    connections: int = 0
+
+    @property
+    def failures(self) -> int:
+        """Requests that did not get the expected status: transport errors, timeouts, other statuses."""
+        return self.requests - self.statuses[self.expected_status]
+
+    @property
+    def requests_per_second(self) -> float:
+        return len(self.latencies_ms) / self.seconds if self.seconds else 0.0
+
+    def percentile_ms(self, p: float) -> float:
+        """Nearest-rank percentile of the completed requests' latencies."""
+        if not self.latencies_ms:
+            return math.nan
+        ordered = sorted(self.latencies_ms)
+        return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+class _Budget:
+    def __init__(self, total: int) -> None:
+        self.left = total
+
+    def take(self) -> bool:
+        self.left -= 1
+        return self.left >= 0
+
+
+async def run_load(
+    target: Target, request: bytes, *, total: int, concurrency: int, expected_status: int, time_limit: float
+) -> LoadResult:
+    """Send ``request`` ``total`` times over ``concurrency`` keep-alive connections, within ``time_limit`` s."""
+    result = LoadResult(total, concurrency, expected_status)
+    connections = await asyncio.gather(*(_connect(target, result) for _ in range(concurrency)))
+    budget = _Budget(total)
+    start = time.perf_counter()
+    try:
+        async with asyncio.timeout(time_limit):
+            await asyncio.gather(*(_client(target, c, request, budget, result) for c in connections))
+    except TimeoutError:
+        result.errors[f"run not finished within {time_limit:g} s"] += 1
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+async def _connect(target: Target, result: LoadResult) -> Connection | None:
+    try:
+        connection = await Connection.open(target)
+    except (OSError, TimeoutError) as exc:
+        result.errors[_describe(exc)] += 1
+        return None
+    result.connections += 1
+    return connection
+
+
+async def _client(
+    target: Target, connection: Connection | None, request: bytes, budget: _Budget, result: LoadResult
+) -> None:
+    try:
+        while budget.take():
+            connection = connection or await _connect(target, result)
+            if connection is not None:
+                connection = await _send(connection, request, result)
+    finally:
+        if connection is not None:
+            connection.close()
+
+
+async def _send(connection: Connection, request: bytes, result: LoadResult) -> Connection | None:
+    """One timed exchange; returns the connection if it can be used again."""
+    start = time.perf_counter()
+    try:
+        async with asyncio.timeout(REQUEST_TIMEOUT):
+            response = await connection.exchange(request)
+    except (OSError, TimeoutError, EOFError, ValueError, ProtocolError) as exc:  # IncompleteReadError is an EOFError
+        result.errors[_describe(exc)] += 1
+        connection.close()
+        return None
+    result.latencies_ms.append((time.perf_counter() - start) * 1000)
+    result.statuses[response.status] += 1
+    if response.keep_alive:
+        return connection
+    connection.close()
+    return None
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:200]
+
+
+async def exchange_once(target: Target, request: bytes) -> Response:
+    """One request on a fresh connection (setup and readiness checks)."""
+    connection = await Connection.open(target)
+    try:
+        async with asyncio.timeout(REQUEST_TIMEOUT):
+            return await connection.exchange(request)
+    finally:
+        connection.close()

@@ -1,0 +1,140 @@
+"""What a run found: the printed table, the targets, the JSON file and the machine it ran on."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import ssl
+import sys
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from tests.benchmarks.load import LoadResult
+
+# The issue's targets, at concurrency 32 on PostgreSQL: full throughput as a share of bare.
+TARGETS = {"read": 0.50, "create": 0.30}
+TARGET_ENGINE, TARGET_CONCURRENCY = "postgresql", 32
+PACKAGES = ("uvicorn", "uvloop", "httptools", "fastapi", "starlette", "asyncpg", "aiosqlite", "sqlalchemy")
+
+
+@dataclass(frozen=True)
+class Measurement:
+    engine: str
+    server: str  # "full" or "bare"
+    operation: str  # "create" or "read"
+    result: LoadResult
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return self.engine, self.operation, self.result.concurrency
+
+    def as_json(self) -> dict[str, Any]:
+        r = self.result
+        return {
+            "engine": self.engine, "server": self.server, "operation": self.operation,
+            "concurrency": r.concurrency, "requests": r.requests, "completed": len(r.latencies_ms),
+            "seconds": round(r.seconds, 3), "requests_per_second": round(r.requests_per_second, 1),
+            "p50_ms": _round(r.percentile_ms(50)), "p99_ms": _round(r.percentile_ms(99)),
+            "failures": r.failures, "statuses": {str(k): v for k, v in sorted(r.statuses.items())},
+            "errors": dict(r.errors), "connections": r.connections,
+        }
+
+
+@dataclass(frozen=True)
+class Comparison:
+    full: Measurement
+    bare: Measurement
+
+    @property
+    def ratio(self) -> float:
+        bare = self.bare.result.requests_per_second
+        return self.full.result.requests_per_second / bare if bare else math.nan
+
+    def as_json(self) -> dict[str, Any]:
+        engine, operation, concurrency = self.full.key
+        return {"engine": engine, "operation": operation, "concurrency": concurrency,
+                "throughput_full_over_bare": _round(self.ratio, 3)}
+
+
+def compare(measurements: list[Measurement]) -> list[Comparison]:
+    bare = {m.key: m for m in measurements if m.server == "bare"}
+    return [Comparison(m, bare[m.key]) for m in measurements if m.server == "full" and m.key in bare]
+
+
+def target_verdicts(comparisons: list[Comparison]) -> list[dict[str, Any]]:
+    verdicts = []
+    for c in comparisons:
+        engine, operation, concurrency = c.full.key
+        if (engine, concurrency) == (TARGET_ENGINE, TARGET_CONCURRENCY) and operation in TARGETS:
+            wanted = TARGETS[operation]
+            verdicts.append({
+                "target": f"full {operation} >= {wanted:.0%} of bare {operation}, {engine}, c={concurrency}",
+                "ratio": _round(c.ratio, 3), "threshold": wanted, "verdict": "PASS" if c.ratio >= wanted else "MISS",
+            })
+    return verdicts
+
+
+_HEADER = ("engine", "operation", "c", "|", "full req/s", "p50 ms", "p99 ms", "fail",
+           "|", "bare req/s", "p50 ms", "p99 ms", "fail", "|", "full/bare")
+_WIDTHS = (10, 9, 3, 1, 10, 7, 7, 5, 1, 10, 7, 7, 5, 1, 9)
+
+
+def table(comparisons: list[Comparison]) -> str:
+    """One line per engine, operation and concurrency: full, bare, and full throughput over bare."""
+    rows = [_HEADER] + [_row(c) for c in comparisons]
+    return "\n".join(_line(row) for row in rows)
+
+
+def _line(row: tuple[str, ...]) -> str:
+    return "  ".join(_cell(text, width, i) for i, (text, width) in enumerate(zip(row, _WIDTHS, strict=True)))
+
+
+def _row(c: Comparison) -> tuple[str, ...]:
+    engine, operation, concurrency = c.full.key
+    return (engine, operation, str(concurrency), "|", *_figures(c.full.result), "|", *_figures(c.bare.result),
+            "|", f"{c.ratio:.2f}")
+
+
+def _figures(r: LoadResult) -> tuple[str, ...]:
+    return f"{r.requests_per_second:.1f}", f"{r.percentile_ms(50):.2f}", f"{r.percentile_ms(99):.2f}", str(r.failures)
+
+
+def _cell(text: str, width: int, index: int) -> str:
+    return text.ljust(width) if index < 3 else text.rjust(width)
+
+
+def _round(value: float, digits: int = 3) -> float | None:
+    return None if math.isnan(value) else round(value, digits)
+
+
+def machine_info(engine_versions: dict[str, str]) -> dict[str, Any]:
+    return {
+        "nproc": len(os.sched_getaffinity(0)), "cpu_count": os.cpu_count(), "cpu_model": _cpu_model(),
+        "load_average": os.getloadavg(),
+        "platform": platform.platform(), "python": sys.version.split()[0], "openssl": ssl.OPENSSL_VERSION,
+        "engines": engine_versions, "packages": {name: _version(name) for name in PACKAGES},
+    }
+
+
+def _cpu_model() -> str | None:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return None
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), None)
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2) + "\n")

@@ -1,0 +1,220 @@
+"""``make bench``: the real server against the bare baseline, on PostgreSQL and SQLite, over mutual TLS.
+
+For each engine both servers run side by side (one process each, a database each) and get the
+same loads, taken in turns: a warm-up, then Patient create and read-by-id at concurrency 1 and
+32, each a fixed number of requests within a time limit. Prints the table and the issue's
+targets and writes the same as JSON to ``tests/benchmarks/results/``. Exits 1 when any request
+failed or a server would not run; a missed target is reported, not fatal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import sys
+import tempfile
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import uvloop
+
+from tests.benchmarks import load, report, servers
+from tests.benchmarks.load import Target, http_request, run_load
+from tests.benchmarks.report import Measurement
+
+ENGINES = ("postgresql", "sqlite")
+ADMIN_URL = os.environ.get("EHR_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+RESULTS = Path(__file__).resolve().parent / "results"
+PATIENT = (b'{"resourceType":"Patient","active":true,"name":[{"use":"official","family":"Chalmers",'
+           b'"given":["Peter","James"]}],"gender":"male","birthDate":"1974-12-25",'
+           b'"address":[{"line":["534 Erewhon St"],"city":"PleasantVille","postalCode":"3999"}]}')
+CREATE = http_request("POST", "/fhir/Patient", PATIENT)
+EXPECTED_STATUS = {"create": 201, "read": 200}
+
+
+@dataclass(frozen=True)
+class Load:
+    operation: str
+    concurrency: int
+    requests: int
+
+    @property
+    def time_limit(self) -> float:
+        """Generous: 60 s plus 50 ms a request."""
+        return 60 + self.requests * 0.05
+
+
+DEFAULT_LOADS = (Load("create", 1, 300), Load("create", 32, 2000), Load("read", 1, 500), Load("read", 32, 5000))
+WARM_UP = (Load("create", 8, 200), Load("read", 8, 400))
+
+
+def scaled(loads: tuple[Load, ...], factor: float) -> list[Load]:
+    return [Load(x.operation, x.concurrency, max(x.concurrency, round(x.requests * factor))) for x in loads]
+
+
+@dataclass
+class EngineRun:
+    engine: str
+    measurements: list[Measurement] = field(default_factory=list)
+    warm_up: list[Measurement] = field(default_factory=list)
+    log_problems: dict[str, list[str]] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def failures(self) -> int:
+        return sum(m.result.failures for m in self.measurements + self.warm_up)
+
+
+async def run_engine(engine: str, loads: list[Load], warm_up: list[Load]) -> EngineRun:
+    run = EngineRun(engine)
+    with tempfile.TemporaryDirectory(prefix=f"ehr-bench-{engine}-") as tmp:
+        work = Path(tmp)
+        try:
+            await _bench(run, loads, warm_up, work)
+        except (servers.ServerError, OSError, EOFError, ValueError, KeyError, load.ProtocolError,
+                asyncpg.PostgresError) as exc:  # a server that would not run: reported, then the next engine
+            run.error = f"{type(exc).__name__}: {exc}"
+        run.log_problems = _log_problems(work)
+    return run
+
+
+def _log_problems(work: Path) -> dict[str, list[str]]:
+    logs = {log.stem: servers.log_problems(log) for log in sorted(work.glob("*.log"))}
+    return {name: lines for name, lines in logs.items() if lines}
+
+
+async def _bench(run: EngineRun, loads: list[Load], warm_up: list[Load], work: Path) -> None:
+    """Both servers side by side on their own databases; every load in turns, full first."""
+    async with AsyncExitStack() as stack:
+        full_db = await _database(stack, run.engine, "full", work / "state" / "ehr.sqlite3")
+        bare_db = await _database(stack, run.engine, "bare", work / "bare" / "bare.sqlite3")
+        await servers.init_state(work / "state", full_db, work / "init.log")
+        targets = {
+            "full": await stack.enter_async_context(servers.full_server(work / "state", full_db, work / "full.log")),
+            "bare": await stack.enter_async_context(
+                servers.bare_server(work / "state" / "pki", bare_db, work / "bare.log")
+            ),
+        }
+        reads = {name: await _read_request(target) for name, target in targets.items()}
+        for spec in warm_up:
+            run.warm_up += [await _measure(run.engine, name, t, spec, reads[name]) for name, t in targets.items()]
+        for spec in loads:
+            run.measurements += [await _measure(run.engine, name, t, spec, reads[name]) for name, t in targets.items()]
+
+
+async def _database(stack: AsyncExitStack, engine: str, label: str, sqlite_file: Path) -> str:
+    if engine == "postgresql":
+        return await stack.enter_async_context(servers.postgres_database(ADMIN_URL, label))
+    sqlite_file.parent.mkdir(parents=True)
+    return f"sqlite+aiosqlite:///{sqlite_file}"
+
+
+async def _read_request(target: Target) -> bytes:
+    """A read of a Patient created beforehand."""
+    response = await load.exchange_once(target, CREATE)
+    if response.status != 201:
+        raise servers.ServerError(f"setup create answered {response.status}: {response.body[:300]!r}")
+    patient_id = json.loads(response.body)["id"]
+    return http_request("GET", f"/fhir/Patient/{patient_id}")
+
+
+async def _measure(engine: str, server: str, target: Target, spec: Load, read: bytes) -> Measurement:
+    request = CREATE if spec.operation == "create" else read
+    result = await run_load(target, request, total=spec.requests, concurrency=spec.concurrency,
+                            expected_status=EXPECTED_STATUS[spec.operation], time_limit=spec.time_limit)
+    return Measurement(engine, server, spec.operation, result)
+
+
+async def engine_versions(engines: list[str]) -> dict[str, str]:
+    versions = {"sqlite": sqlite3.sqlite_version} if "sqlite" in engines else {}
+    if "postgresql" in engines:
+        try:
+            connection = await asyncpg.connect(servers.asyncpg_dsn(ADMIN_URL))
+            versions["postgresql"] = str(await connection.fetchval("SHOW server_version"))
+            await connection.close()
+        except (OSError, asyncpg.PostgresError) as exc:
+            versions["postgresql"] = f"unreachable: {type(exc).__name__}"
+    return versions
+
+
+def _options(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m tests.benchmarks.run", description=__doc__)
+    parser.add_argument("--engines", default=",".join(ENGINES), help="comma-separated: postgresql,sqlite")
+    parser.add_argument("--quick", action="store_true", help="a tenth of the requests")
+    parser.add_argument("--requests-scale", type=float, default=1.0, metavar="F", help="multiply request counts")
+    args = parser.parse_args(argv)
+    args.engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    if unknown := set(args.engines) - set(ENGINES):
+        parser.error(f"unknown engine(s): {', '.join(sorted(unknown))}")
+    if args.requests_scale <= 0:
+        parser.error("--requests-scale must be positive")
+    args.scale = args.requests_scale / (10 if args.quick else 1)
+    return args
+
+
+async def bench(args: argparse.Namespace) -> int:
+    loads, warm_up = scaled(DEFAULT_LOADS, args.scale), scaled(WARM_UP, args.scale)
+    print(f"load generator: tests/benchmarks/load.py, HTTP/1.1 keep-alive over mutual TLS ({load.WHY_NOT_AB})")
+    print("loads: " + ", ".join(f"{x.operation} c={x.concurrency} n={x.requests}" for x in loads), flush=True)
+    if (busy := os.getloadavg()[0]) > 0.5:
+        print(f"note: load average {busy:.2f} before the run; other processes share the {os.cpu_count()} CPUs")
+    started = datetime.now(UTC)
+    runs = []
+    for engine in args.engines:
+        print(f"{engine}: running...", flush=True)
+        runs.append(await run_engine(engine, loads, warm_up))
+    payload = _summary(runs, args, started, await engine_versions(args.engines))
+    path = RESULTS / f"bench-{started:%Y%m%dT%H%M%SZ}.json"
+    report.write_json(path, payload)
+    print(f"\nresults: {path}")
+    failed = any(run.error or run.failures for run in runs)
+    return 1 if failed else 0
+
+
+def _summary(
+    runs: list[EngineRun], args: argparse.Namespace, started: datetime, versions: dict[str, str]
+) -> dict[str, Any]:
+    comparisons = report.compare([m for run in runs for m in run.measurements])
+    verdicts = report.target_verdicts(comparisons)
+    _print(runs, comparisons, verdicts)
+    return {
+        "started": started.isoformat(), "seconds": round((datetime.now(UTC) - started).total_seconds(), 1),
+        "options": {"engines": args.engines, "quick": args.quick, "requests_scale": args.requests_scale},
+        "load_generator": f"tests/benchmarks/load.py ({load.WHY_NOT_AB})",
+        "machine": report.machine_info(versions),
+        "results": [m.as_json() for run in runs for m in run.measurements],
+        "warm_up": [m.as_json() for run in runs for m in run.warm_up],
+        "ratios": [c.as_json() for c in comparisons], "targets": verdicts,
+        "errors": {run.engine: run.error for run in runs if run.error},
+        "server_log_problems": {run.engine: run.log_problems for run in runs if run.log_problems},
+    }
+
+
+def _print(runs: list[EngineRun], comparisons: list[report.Comparison], verdicts: list[dict[str, Any]]) -> None:
+    print("\n" + report.table(comparisons))
+    for verdict in verdicts:
+        print(f"{verdict['verdict']}  {verdict['target']}: {verdict['ratio']:.2f}")
+    for run in runs:
+        if run.error:
+            print(f"ERROR {run.engine}: {run.error}")
+        for m in run.measurements + run.warm_up:
+            if m.result.failures:
+                r = m.result
+                print(f"FAILED {m.engine} {m.server} {m.operation} c={r.concurrency}: {r.failures} of {r.requests}"
+                      f" (statuses {dict(r.statuses)}, errors {dict(r.errors)})")
+        for log, lines in run.log_problems.items():
+            print(f"server log {run.engine}/{log}: {len(lines)} problem line(s), first: {lines[0][:200]}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return uvloop.run(bench(_options(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
