@@ -14,9 +14,8 @@ from ehr.errors import EhrError
 from ehr.settings import Settings
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncEngine
-
     from ehr.crypto.keys import KeyStore
+    from ehr.db.database import Database
 
 DEMO_CLIENT_SCOPES = "system/*.cruds"
 
@@ -72,18 +71,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run(settings: Settings, job: Callable[[AsyncEngine, KeyStore], Awaitable[int]]) -> int:
+def _run(settings: Settings, job: Callable[[Database, KeyStore], Awaitable[int]]) -> int:
     """Run one async job against the configured database and key store."""
     from ehr.crypto.keys import FileKeyStore
-    from ehr.db.engine import create_engine, create_schema
+    from ehr.db.database import open_database
+    from ehr.db.engine import ensure_schema
 
     async def go() -> int:
-        engine = create_engine(settings.database, pool_size=2)
+        await ensure_schema(settings.database)
+        db = open_database(settings.database, pool_size=2)
         try:
-            await create_schema(engine)
-            return await job(engine, FileKeyStore(settings.keys_dir))
+            return await job(db, FileKeyStore(settings.keys_dir))
         finally:
-            await engine.dispose()
+            await db.close()
 
     return asyncio.run(go())
 
@@ -98,8 +98,8 @@ def _init(settings: Settings, _args: argparse.Namespace) -> int:
     FileKeyStore.create(settings.keys_dir)
     thumbprint = certificate_thumbprint(pki.client_cert.read_bytes())
 
-    async def job(engine: AsyncEngine, keys: KeyStore) -> int:
-        registry = ClientRegistry(engine)
+    async def job(db: Database, keys: KeyStore) -> int:
+        registry = ClientRegistry(db)
         if await registry.by_thumbprint(thumbprint) is None:
             await registry.add("demo-client", thumbprint, DEMO_CLIENT_SCOPES)
         return 0
@@ -122,8 +122,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 def _verify(settings: Settings, _args: argparse.Namespace) -> int:
     from ehr.store.verify import verify_store
 
-    async def job(engine: AsyncEngine, keys: KeyStore) -> int:
-        report = await verify_store(engine, keys)
+    async def job(db: Database, keys: KeyStore) -> int:
+        report = await verify_store(db, keys)
         for problem in report.problems:
             print(f"BROKEN {problem.record}: {problem.message}")
         verdict = "OK" if report.ok else f"FAILED ({len(report.problems)} problem(s))"
@@ -139,8 +139,8 @@ def _clients_add(settings: Settings, args: argparse.Namespace) -> int:
 
     thumbprint = certificate_thumbprint(args.cert.read_bytes())
 
-    async def job(engine: AsyncEngine, keys: KeyStore) -> int:
-        added = await ClientRegistry(engine).add(args.name, thumbprint, args.scopes)
+    async def job(db: Database, keys: KeyStore) -> int:
+        added = await ClientRegistry(db).add(args.name, thumbprint, args.scopes)
         print(f"{added.id} {added.name} x5t#S256={thumbprint} scopes={added.scopes}")
         return 0
 
@@ -150,8 +150,8 @@ def _clients_add(settings: Settings, args: argparse.Namespace) -> int:
 def _clients_list(settings: Settings, _args: argparse.Namespace) -> int:
     from ehr.store.clients import ClientRegistry
 
-    async def job(engine: AsyncEngine, keys: KeyStore) -> int:
-        for found in await ClientRegistry(engine).list():
+    async def job(db: Database, keys: KeyStore) -> int:
+        for found in await ClientRegistry(db).list():
             status = "disabled" if found.disabled else "active"
             print(f"{found.id} {found.name} {status} x5t#S256={found.cert_thumbprint} scopes={found.scopes}")
         return 0
@@ -162,8 +162,8 @@ def _clients_list(settings: Settings, _args: argparse.Namespace) -> int:
 def _clients_disable(settings: Settings, args: argparse.Namespace) -> int:
     from ehr.store.clients import ClientRegistry
 
-    async def job(engine: AsyncEngine, keys: KeyStore) -> int:
-        await ClientRegistry(engine).set_disabled(args.client_id, args.disabled)
+    async def job(db: Database, keys: KeyStore) -> int:
+        await ClientRegistry(db).set_disabled(args.client_id, args.disabled)
         return 0
 
     return _run(settings, job)
@@ -181,8 +181,8 @@ def _keys_rotate(settings: Settings, args: argparse.Namespace) -> int:
 def _keys_rewrap(settings: Settings, _args: argparse.Namespace) -> int:
     from ehr.store.rewrap import rewrap_all
 
-    async def job(engine: AsyncEngine, keys: KeyStore) -> int:
-        count = await rewrap_all(engine, keys)
+    async def job(db: Database, keys: KeyStore) -> int:
+        count = await rewrap_all(db, keys)
         print(f"re-wrapped {count} data keys")
         return 0
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+import secrets
 from dataclasses import dataclass, field
 
 from smart_auth.scopes import Permissions
@@ -17,7 +17,7 @@ class AccessContext:
     patient: str | None = None      # launch patient for patient/ scopes (SMART issue)
     purpose: str | None = None      # purposeOfUse, e.g. break-glass (later issue)
     address: str | None = None      # network address of the peer
-    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    request_id: str = field(default_factory=lambda: secrets.token_hex(8))
 
 
 def system_context(name: str, scopes: str = "system/*.cruds") -> AccessContext:

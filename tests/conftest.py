@@ -24,7 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from ehr.api.app import create_app
 from ehr.api.services import Services
 from ehr.crypto.keys import MemoryKeyStore
-from ehr.db.engine import create_engine, create_schema
+from ehr.db.database import Database, open_database
+from ehr.db.engine import ddl_engine, ensure_schema
 from ehr.pki import DevPki, certificate_thumbprint, ensure_dev_pki
 from ehr.settings import Settings
 
@@ -86,23 +87,40 @@ def database_url(engine_kind: str, tmp_path: Path, request: pytest.FixtureReques
 
 
 @pytest.fixture
-async def engine(engine_kind: str, database_url: str) -> AsyncIterator[AsyncEngine]:
-    """An empty schema on the engine under test (a PostgreSQL schema of its own per test)."""
-    connect_args: dict[str, Any] = {}
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    if engine_kind == "postgresql":
-        admin = create_async_engine(database_url, isolation_level="AUTOCOMMIT")
-        async with admin.connect() as conn:
-            await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        connect_args = {"server_settings": {"search_path": schema}}
-    eng = create_engine(database_url, pool_size=5, connect_args=connect_args)
-    await create_schema(eng)
+async def schema(engine_kind: str, database_url: str) -> AsyncIterator[dict[str, Any]]:
+    """An empty schema on the engine under test (a PostgreSQL schema of its own per test); yields
+    the connect arguments that select it."""
+    if engine_kind == "sqlite":
+        await ensure_schema(database_url)
+        yield {}
+        return
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_async_engine(database_url, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as conn:
+        await conn.execute(text(f'CREATE SCHEMA "{name}"'))
+    connect_args = {"server_settings": {"search_path": name}}
+    await ensure_schema(database_url, connect_args)
+    yield connect_args
+    async with admin.connect() as conn:
+        await conn.execute(text(f'DROP SCHEMA "{name}" CASCADE'))
+    await admin.dispose()
+
+
+@pytest.fixture
+async def db(database_url: str, schema: dict[str, Any]) -> AsyncIterator[Database]:
+    """The store's database on the engine under test."""
+    search_path = schema.get("server_settings", {}).get("search_path")
+    database = open_database(database_url, pool_size=5, search_path=search_path)
+    yield database
+    await database.close()
+
+
+@pytest.fixture
+async def engine(database_url: str, schema: dict[str, Any]) -> AsyncIterator[AsyncEngine]:
+    """A SQLAlchemy engine on the same schema, for tests that go around the store (tampering)."""
+    eng = ddl_engine(database_url, schema)
     yield eng
     await eng.dispose()
-    if engine_kind == "postgresql":
-        async with admin.connect() as conn:
-            await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        await admin.dispose()
 
 
 @pytest.fixture
@@ -126,8 +144,8 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def services(settings: Settings, engine: AsyncEngine, keys: MemoryKeyStore, clock: FixedClock) -> Services:
-    return Services.build(settings, engine, keys, clock)
+def services(settings: Settings, db: Database, keys: MemoryKeyStore, clock: FixedClock) -> Services:
+    return Services.build(settings, db, keys, clock)
 
 
 class PresentCertificate:

@@ -1,80 +1,94 @@
-"""The ASGI application: FastAPI routes behind certificate authentication, errors as OperationOutcomes."""
+"""The ASGI application: certificate authentication in front of the FHIR router; FastAPI hosts the
+lifespan and everything outside /fhir (nothing yet: later the SMART endpoints)."""
 
 from __future__ import annotations
 
-import logging
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ehr.api import render
 from ehr.api.auth import CertificateAuth, ClientCache
-from ehr.api.routes import router
+from ehr.api.router import FhirRouter, route_table
+from ehr.api.routes import routes
 from ehr.api.services import Services
 from ehr.errors import Category, EhrError
+from ehr.fhir.validator import validate
 from ehr.settings import Settings
 
-log = logging.getLogger("ehr.api")
 
-_HTTP_CATEGORIES = {
-    404: Category.NOT_FOUND,
-    405: Category.NOT_SUPPORTED,
-    406: Category.NOT_ACCEPTABLE,
-    413: Category.TOO_LARGE,
-    415: Category.UNSUPPORTED_MEDIA,
-}
+@dataclass(slots=True)
+class _Running:
+    """What the lifespan opened (or the caller gave), shared by every request of this process."""
+
+    services: Services | None = None
+    client_cache: ClientCache | None = None
+
+    def install(self, services: Services) -> None:
+        self.services = services
+        self.client_cache = ClientCache(services.clients, services.settings.client_cache_seconds)
+
+    def clients(self) -> ClientCache:
+        if self.client_cache is None:
+            raise EhrError(Category.INTERNAL, "the server is not started")
+        return self.client_cache
 
 
-def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
+class _WithServices:
+    def __init__(self, app: ASGIApp, running: _Running) -> None:
+        self._app = app
+        self._running = running
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope["ehr.services"] = self._running.services
+        await self._app(scope, receive, send)
+
+
+def create_app(settings: Settings, services: Services | None = None) -> ASGIApp:
     """The app; with ``services`` given (tests), no lifespan is needed to use it."""
+    running = _Running()
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if services is not None:
             yield
             return
         opened = await Services.open(settings)
-        _install(app, opened)
+        running.install(opened)
+        _settle()
         try:
             yield
         finally:
             await opened.close()
 
-    app = FastAPI(lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None)
-    app.include_router(router)
-    app.add_exception_handler(EhrError, _on_ehr_error)  # type: ignore[arg-type]
-    app.add_exception_handler(HTTPException, _on_http_error)  # type: ignore[arg-type]
-    app.add_exception_handler(Exception, _on_unexpected)
-    app.add_middleware(CertificateAuth, clients=lambda: app.state.client_cache)
+    host = FastAPI(lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None)
+    host.add_exception_handler(HTTPException, _on_http_error)  # type: ignore[arg-type]
     if services is not None:
-        _install(app, services)
-    return app
+        running.install(services)
+    fhir = FhirRouter(route_table(routes), fallback=host)
+    return CertificateAuth(_WithServices(fhir, running), clients=running.clients)
 
 
-def _install(app: FastAPI, services: Services) -> None:
-    app.state.services = services
-    app.state.client_cache = ClientCache(services.clients, services.settings.client_cache_seconds)
+def _settle() -> None:
+    """Load the R4 tables now rather than on the first write, then move everything built at start-up
+    out of the garbage collector's view: full collections over it caused tail-latency spikes."""
+    validate({"resourceType": "Patient"})
+    gc.collect()
+    gc.freeze()
 
 
-def app_from_environment() -> FastAPI:
+def app_from_environment() -> ASGIApp:
     """uvicorn factory for worker processes: settings come from the EHR_* environment."""
     return create_app(Settings())
 
 
-async def _on_ehr_error(_request: Request, err: EhrError) -> Response:
-    return render.error(err)
-
-
 async def _on_http_error(_request: Request, exc: HTTPException) -> Response:
-    category = _HTTP_CATEGORIES.get(exc.status_code, Category.INVALID)
-    headers = dict(exc.headers or {})
-    return render.error(EhrError(category, str(exc.detail), headers=headers))
-
-
-async def _on_unexpected(request: Request, exc: Exception) -> Response:
-    # Type only: an exception message may quote resource content.
-    log.error("unexpected %s handling request %s", type(exc).__name__, request.scope.get("ehr.request_id"))
-    return render.error(EhrError(Category.INTERNAL, "internal error"))
+    category = {404: Category.NOT_FOUND, 405: Category.NOT_SUPPORTED}.get(exc.status_code, Category.INVALID)
+    return render.error(EhrError(category, str(exc.detail), headers=dict(exc.headers or {})))

@@ -6,8 +6,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
-from email.utils import format_datetime
+from email.utils import formatdate
 
 from starlette.responses import Response
 
@@ -27,13 +26,12 @@ def error(err: EhrError) -> Response:
     return fhir(err.category.status, canonical_json(operation_outcome(err)), err.headers)
 
 
-def version_headers(version: Version, base: str) -> dict[str, str]:
-    moment = datetime.fromtimestamp(version.ts_us / 1_000_000, tz=UTC)
-    return {
-        "ETag": version.etag,
-        "Last-Modified": format_datetime(moment, usegmt=True),
-        "Location": f"{base}/{version.res_type}/{version.res_id}/_history/{version.version}",
-    }
+def version_headers(version: Version, base: str | None = None) -> dict[str, str]:
+    """ETag and Last-Modified; with ``base``, also the Location of this version."""
+    headers = {"ETag": version.etag, "Last-Modified": formatdate(version.ts_us // 1_000_000, usegmt=True)}
+    if base is not None:
+        headers["Location"] = f"{base}/{version.res_type}/{version.res_id}/_history/{version.version}"
+    return headers
 
 
 _HISTORY_STATUS = {"create": "201 Created", "update": "200 OK", "delete": "204 No Content"}

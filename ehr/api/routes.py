@@ -1,25 +1,30 @@
-"""FHIR R4 RESTful interactions (http.html). Each handler parses, calls the store once, renders."""
+"""FHIR R4 RESTful interactions (http.html). Each handler parses, calls the store once, renders.
+
+Routed by ehr/api/router.py (the table at the end)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from fastapi import APIRouter, Request
+from starlette.requests import Request
 from starlette.responses import Response
 
 from ehr.api import negotiate, render
+from ehr.api.router import Handler
 from ehr.api.services import Services
 from ehr.context import AccessContext
 from ehr.crypto.canonical import canonical_json
 from ehr.errors import Category, EhrError, information_outcome
 from ehr.store.records import Version
 
-router = APIRouter(prefix="/fhir")
-
 
 def _services(request: Request) -> Services:
-    services: Services = request.app.state.services
+    services: Services = request.scope["ehr.services"]
     return services
+
+
+def _path(request: Request, *names: str) -> list[str]:
+    return [request.path_params[name] for name in names]
 
 
 def _context(request: Request) -> AccessContext:
@@ -29,53 +34,49 @@ def _context(request: Request) -> AccessContext:
     return ctx
 
 
-@router.get("/metadata")
 async def capabilities(request: Request) -> Response:
     negotiate.check_accept(request)
     return render.fhir(200, _services(request).capability_statement)
 
 
-@router.get("/_history")
 async def history_system(request: Request) -> Response:
     return await _history(request, None, None)
 
 
-@router.get("/{res_type}/_history")
-async def history_type(request: Request, res_type: str) -> Response:
+async def history_type(request: Request) -> Response:
+    (res_type,) = _path(request, "res_type")
     return await _history(request, res_type, None)
 
 
-@router.get("/{res_type}/{res_id}/_history")
-async def history_instance(request: Request, res_type: str, res_id: str) -> Response:
+async def history_instance(request: Request) -> Response:
+    res_type, res_id = _path(request, "res_type", "res_id")
     return await _history(request, res_type, res_id)
 
 
-@router.get("/{res_type}/{res_id}")
-async def read(request: Request, res_type: str, res_id: str) -> Response:
+async def read(request: Request) -> Response:
+    res_type, res_id = _path(request, "res_type", "res_id")
     negotiate.check_accept(request)
     services = _services(request)
     found = await services.store.read(_context(request), res_type, res_id)
-    headers = render.version_headers(found, services.base)
-    del headers["Location"]
+    headers = render.version_headers(found)
     if _not_modified(request, found):
         return render.fhir(304, None, headers)
     return render.fhir(200, found.body, headers)
 
 
-@router.get("/{res_type}/{res_id}/_history/{version}")
-async def vread(request: Request, res_type: str, res_id: str, version: str) -> Response:
+async def vread(request: Request) -> Response:
+    res_type, res_id, version = _path(request, "res_type", "res_id", "version")
     negotiate.check_accept(request)
     if not version.isdigit() or len(version) > 9:
         raise EhrError(Category.NOT_FOUND, "no such version")
     services = _services(request)
     found = await services.store.vread(_context(request), res_type, res_id, int(version))
-    headers = render.version_headers(found, services.base)
-    del headers["Location"]
+    headers = render.version_headers(found)
     return render.fhir(200, found.body, headers)
 
 
-@router.post("/{res_type}")
-async def create(request: Request, res_type: str) -> Response:
+async def create(request: Request) -> Response:
+    (res_type,) = _path(request, "res_type")
     negotiate.check_accept(request)
     services = _services(request)
     resource = await negotiate.read_resource(request, services.settings.max_body_bytes)
@@ -83,8 +84,8 @@ async def create(request: Request, res_type: str) -> Response:
     return _written(request, written, 201, services.base)
 
 
-@router.put("/{res_type}/{res_id}")
-async def update(request: Request, res_type: str, res_id: str) -> Response:
+async def update(request: Request) -> Response:
+    res_type, res_id = _path(request, "res_type", "res_id")
     negotiate.check_accept(request)
     services = _services(request)
     if_match = negotiate.etag_version(request.headers.get("if-match"), "If-Match")
@@ -93,8 +94,8 @@ async def update(request: Request, res_type: str, res_id: str) -> Response:
     return _written(request, result.version, 201 if result.created else 200, services.base)
 
 
-@router.delete("/{res_type}/{res_id}")
-async def delete(request: Request, res_type: str, res_id: str) -> Response:
+async def delete(request: Request) -> Response:
+    res_type, res_id = _path(request, "res_type", "res_id")
     negotiate.check_accept(request)
     if_match = negotiate.etag_version(request.headers.get("if-match"), "If-Match")
     tombstone = await _services(request).store.delete(_context(request), res_type, res_id, if_match)
@@ -152,3 +153,16 @@ def _not_modified(request: Request, found: Version) -> bool:
         return False
     modified = datetime.fromtimestamp(found.ts_us // 1_000_000, tz=UTC)
     return modified <= since
+
+
+routes: list[tuple[str, str, Handler]] = [
+    ("/fhir/metadata", "GET", capabilities),
+    ("/fhir/_history", "GET", history_system),
+    ("/fhir/{res_type}/_history", "GET", history_type),
+    ("/fhir/{res_type}/{res_id}/_history", "GET", history_instance),
+    ("/fhir/{res_type}/{res_id}/_history/{version}", "GET", vread),
+    ("/fhir/{res_type}/{res_id}", "GET", read),
+    ("/fhir/{res_type}/{res_id}", "PUT", update),
+    ("/fhir/{res_type}/{res_id}", "DELETE", delete),
+    ("/fhir/{res_type}", "POST", create),
+]

@@ -1,15 +1,14 @@
-"""What one server process holds: settings, engine, keys, the store and the client registry."""
+"""What one server process holds: settings, database, keys, the store and the client registry."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from ehr.api.capability import capability_statement
 from ehr.crypto.keys import FileKeyStore, KeyStore
-from ehr.db.engine import create_engine, create_schema
+from ehr.db.database import Database, open_database
+from ehr.db.engine import ensure_schema
 from ehr.settings import Settings
 from ehr.store.clients import ClientRegistry
 from ehr.store.service import Clock, Store
@@ -18,35 +17,33 @@ from ehr.store.service import Clock, Store
 @dataclass(frozen=True, slots=True)
 class Services:
     settings: Settings
-    engine: AsyncEngine
+    db: Database
     keys: KeyStore
     store: Store
     clients: ClientRegistry
     capability_statement: bytes
-
-    @property
-    def base(self) -> str:
-        return self.settings.fhir_base
+    base: str  # the public FHIR base URL, e.g. https://ehr.example.org/fhir
 
     @classmethod
     def build(
-        cls, settings: Settings, engine: AsyncEngine, keys: KeyStore, clock: Clock | None = None
+        cls, settings: Settings, db: Database, keys: KeyStore, clock: Clock | None = None
     ) -> Services:
         published = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         return cls(
             settings=settings,
-            engine=engine,
+            db=db,
             keys=keys,
-            store=Store(engine, keys, clock),
-            clients=ClientRegistry(engine),
+            store=Store(db, keys, clock),
+            clients=ClientRegistry(db),
             capability_statement=capability_statement(settings.fhir_base, published),
+            base=settings.fhir_base,
         )
 
     @classmethod
     async def open(cls, settings: Settings) -> Services:
-        engine = create_engine(settings.database, pool_size=settings.db_pool_size)
-        await create_schema(engine)
-        return cls.build(settings, engine, FileKeyStore(settings.keys_dir))
+        await ensure_schema(settings.database)
+        db = open_database(settings.database, pool_size=settings.db_pool_size)
+        return cls.build(settings, db, FileKeyStore(settings.keys_dir))
 
     async def close(self) -> None:
-        await self.engine.dispose()
+        await self.db.close()

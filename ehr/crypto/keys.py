@@ -156,10 +156,13 @@ class MemoryKeyStore(_KeyRing):
 class FileKeyStore(_KeyRing):
     """Keys in ``directory`` (see the module docstring); picks up rotations by other processes."""
 
+    CHECK_INTERVAL_S = 1.0  # how often the directory is looked at for rotations by other processes
+
     def __init__(self, directory: Path) -> None:
         self._directory = Path(directory)
         self._stamp: tuple[int, int] | None = None
         self._snapshot = self._reloaded()
+        self._checked = time.monotonic()
 
     @classmethod
     def create(cls, directory: Path) -> FileKeyStore:
@@ -190,6 +193,12 @@ class FileKeyStore(_KeyRing):
         return kid
 
     def _current(self) -> _Snapshot:
+        """The keys, re-read when the directory changed; looked at most once a CHECK_INTERVAL_S (a stat
+        per call showed in write profiles). An unknown kid is still re-read at once (_KeyRing)."""
+        now = time.monotonic()
+        if now - self._checked < self.CHECK_INTERVAL_S:
+            return self._snapshot
+        self._checked = now
         stamp = _stamp(self._directory)
         if stamp is None or stamp != self._stamp:
             self._snapshot = self._reloaded()

@@ -15,7 +15,6 @@ not be rebuilt from a version row after the newest version is removed.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -24,8 +23,7 @@ from ehr.crypto.canonical import canonical_json
 from ehr.crypto.envelope import DecryptionError, Sealed, open_sealed, seal
 from ehr.crypto.keys import KeyStore
 from ehr.crypto.signing import verify_signature
-
-Row = Mapping[Any, Any]  # a result row mapping (SQLAlchemy RowMapping) or a plain dict
+from ehr.db.database import Row
 
 GENESIS = bytes(32)
 _VERSION_DOMAIN = b"ehr-version-v1\n"

@@ -3,42 +3,30 @@ content, hashes, signatures and ciphertexts stay as written (the table's guard a
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from ehr.crypto.envelope import rewrap
 from ehr.crypto.keys import KeyStore
-from ehr.db.engine import write_connection
-from ehr.db.schema import resource_version
+from ehr.db.database import Database
 from ehr.store.records import aad, sealed_of
 
 _BATCH = 500
+_PENDING = "SELECT * FROM resource_version WHERE kek_id IS NOT NULL AND kek_id <> $1 LIMIT $2"
+_UPDATE = (
+    "UPDATE resource_version SET kek_id = $1, wrapped_key = $2 WHERE res_type = $3 AND res_id = $4 AND version = $5"
+)
 
 
-async def rewrap_all(engine: AsyncEngine, keys: KeyStore) -> int:
+async def rewrap_all(db: Database, keys: KeyStore) -> int:
     """Re-wrap in batches of committed transactions; safe to interrupt and run again."""
     active, _ = keys.active_kek()
-    v = resource_version.c
     done = 0
     while True:
-        conn = await write_connection(engine)
-        try:
-            async with conn.begin():
-                query = (
-                    select(resource_version)
-                    .where(v.kek_id.is_not(None), v.kek_id != active)
-                    .limit(_BATCH)
+        async with db.transaction() as tx:
+            rows = await tx.fetch_all(_PENDING, active, _BATCH)
+            for row in rows:
+                sealed = rewrap(keys, sealed_of(row), aad(row["res_type"], row["res_id"], row["version"]))
+                await tx.execute(
+                    _UPDATE, sealed.kek_id, sealed.wrapped_key, row["res_type"], row["res_id"], row["version"]
                 )
-                rows = (await conn.execute(query)).mappings().all()
-                for row in rows:
-                    sealed = rewrap(keys, sealed_of(row), aad(row["res_type"], row["res_id"], row["version"]))
-                    await conn.execute(
-                        update(resource_version)
-                        .where(v.res_type == row["res_type"], v.res_id == row["res_id"], v.version == row["version"])
-                        .values(kek_id=sealed.kek_id, wrapped_key=sealed.wrapped_key)
-                    )
-        finally:
-            await conn.close()
         done += len(rows)
         if len(rows) < _BATCH:
             return done

@@ -1,9 +1,9 @@
 """``ehr verify``: prove that no stored version was altered, removed, reordered or moved.
 
-Streams every version in (type, id, version) order and checks, per row, the header hash, the
-signature and that the body decrypts (AAD binds it to its row) to its content hash; per resource,
-that versions run 1..n without a gap, each prevHash is the previous hash, and the signed head names
-the newest version. Holds one resource's chain in memory at a time.
+Reads every version in (type, id, version) order, in keyset pages, and checks, per row, the header
+hash, the signature and that the body decrypts (AAD binds it to its row) to its content hash; per
+resource, that versions run 1..n without a gap, each prevHash is the previous hash, and the signed
+head names the newest version. Holds one page and one resource's chain in memory at a time.
 """
 
 from __future__ import annotations
@@ -11,12 +11,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from ehr.crypto.keys import KeyStore
-from ehr.db.schema import resource_head, resource_version
-from ehr.store.records import GENESIS, Row, check_head, check_version
+from ehr.db.database import Database, Row
+from ehr.store.records import GENESIS, check_head, check_version
+
+_PAGE = 1000
+_FIRST = "SELECT * FROM resource_version ORDER BY res_type, res_id, version LIMIT $1"
+_NEXT = (
+    "SELECT * FROM resource_version WHERE (res_type, res_id, version) > ($2, $3, $4) "
+    "ORDER BY res_type, res_id, version LIMIT $1"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,11 +40,11 @@ class Report:
         return not self.problems
 
 
-async def verify_store(engine: AsyncEngine, keys: KeyStore) -> Report:
+async def verify_store(db: Database, keys: KeyStore) -> Report:
     report = Report()
-    heads = await _heads(engine)
+    heads = {(h["res_type"], h["res_id"]): h for h in await db.fetch_all("SELECT * FROM resource_head")}
     seen: set[tuple[str, str]] = set()
-    async for key, rows in _chains(engine):
+    async for key, rows in _chains(db):
         seen.add(key)
         report.resources += 1
         report.versions += len(rows)
@@ -50,32 +54,30 @@ async def verify_store(engine: AsyncEngine, keys: KeyStore) -> Report:
     return report
 
 
-async def _heads(engine: AsyncEngine) -> dict[tuple[str, str], Row]:
-    async with engine.connect() as conn:
-        rows = (await conn.execute(select(resource_head))).mappings().all()
-    return {(row["res_type"], row["res_id"]): row for row in rows}
+async def _versions(db: Database) -> AsyncIterator[Row]:
+    rows = await db.fetch_all(_FIRST, _PAGE)
+    while rows:
+        for row in rows:
+            yield row
+        last = rows[-1]
+        rows = await db.fetch_all(_NEXT, _PAGE, last["res_type"], last["res_id"], last["version"])
 
 
-async def _chains(engine: AsyncEngine) -> AsyncIterator[tuple[tuple[str, str], list[Row]]]:
-    v = resource_version.c
-    query = select(resource_version).order_by(v.res_type, v.res_id, v.version)
-    async with engine.connect() as conn:
-        key: tuple[str, str] | None = None
-        rows: list[Row] = []
-        async for row in (await conn.stream(query)).mappings():
-            row_key = (row["res_type"], row["res_id"])
-            if row_key != key and rows:
-                yield key, rows  # type: ignore[misc]
-                rows = []
-            key = row_key
-            rows.append(row)
-        if rows and key is not None:
+async def _chains(db: Database) -> AsyncIterator[tuple[tuple[str, str], list[Row]]]:
+    key: tuple[str, str] | None = None
+    rows: list[Row] = []
+    async for row in _versions(db):
+        row_key = (row["res_type"], row["res_id"])
+        if row_key != key and key is not None:
             yield key, rows
+            rows = []
+        key = row_key
+        rows.append(row)
+    if key is not None:
+        yield key, rows
 
 
-def _check_chain(
-    keys: KeyStore, key: tuple[str, str], rows: list[Row], head: Row | None
-) -> list[Problem]:
+def _check_chain(keys: KeyStore, key: tuple[str, str], rows: list[Row], head: Row | None) -> list[Problem]:
     problems: list[Problem] = []
     previous = GENESIS
     for expected, row in enumerate(rows, start=1):
@@ -90,9 +92,7 @@ def _check_chain(
     return problems
 
 
-def _check_head(
-    keys: KeyStore, key: tuple[str, str], newest: Row, head: Row | None
-) -> list[Problem]:
+def _check_head(keys: KeyStore, key: tuple[str, str], newest: Row, head: Row | None) -> list[Problem]:
     name = f"{key[0]}/{key[1]}"
     if head is None:
         return [Problem(name, "no signed head for this resource")]

@@ -120,9 +120,19 @@ def test_an_old_directory_is_reread_when_it_changes(key_dir: Path) -> None:
     long_ago = 1_000_000_000
     os.utime(key_dir, (long_ago, long_ago))
     second = FileKeyStore(key_dir)
+    second.CHECK_INTERVAL_S = 0.0  # look at the directory on every call
     assert second.active_kek() == first.active_kek()
     kid = first.rotate_kek()
     assert second.active_kek()[0] == kid
+
+
+def test_the_directory_is_looked_at_once_per_interval(key_dir: Path) -> None:
+    first = FileKeyStore.create(key_dir)
+    os.utime(key_dir, (1_000_000_000, 1_000_000_000))
+    second = FileKeyStore(key_dir)
+    old = second.active_kek()
+    first.rotate_kek()
+    assert second.active_kek() == old  # within the interval: the snapshot, no stat
 
 
 def test_unknown_kid_raises_unknown_key_which_is_a_key_error(key_dir: Path) -> None:

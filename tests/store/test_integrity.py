@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ehr.context import system_context
 from ehr.crypto.keys import MemoryKeyStore
+from ehr.db.database import Database
 from ehr.errors import EhrError
 from ehr.store.rewrap import rewrap_all
 from ehr.store.service import Store
@@ -48,25 +49,27 @@ async def _tamper(engine: AsyncEngine, *statements: str) -> None:
 
 
 @pytest.fixture
-def store(engine: AsyncEngine, keys: MemoryKeyStore, clock: FixedClock) -> Store:
-    return Store(engine, keys, clock)
+def store(db: Database, keys: MemoryKeyStore, clock: FixedClock) -> Store:
+    return Store(db, keys, clock)
 
 
-async def problems(engine: AsyncEngine, keys: MemoryKeyStore) -> list[str]:
-    report = await verify_store(engine, keys)
+async def problems(db: Database, keys: MemoryKeyStore) -> list[str]:
+    report = await verify_store(db, keys)
     return [f"{p.record}: {p.message}" for p in report.problems]
 
 
-async def test_untouched_store_verifies(store: Store, engine: AsyncEngine, keys: MemoryKeyStore) -> None:
+async def test_untouched_store_verifies(store: Store, db: Database, engine: AsyncEngine, keys: MemoryKeyStore) -> None:
     await _history_of_three(store)
     await store.delete(CTX, "Patient", "b")
-    report = await verify_store(engine, keys)
+    report = await verify_store(db, keys)
     assert report.ok, report.problems
     assert (report.resources, report.versions) == (2, 5)
 
 
 @pytest.mark.parametrize("statement", ["UPDATE resource_version SET actor = 'x'", "DELETE FROM resource_version"])
-async def test_database_refuses_changes_to_versions(store: Store, engine: AsyncEngine, statement: str) -> None:
+async def test_database_refuses_changes_to_versions(
+    store: Store, db: Database, engine: AsyncEngine, statement: str
+) -> None:
     await _history_of_three(store)
     with pytest.raises(DBAPIError, match="append-only"):
         async with engine.begin() as conn:
@@ -74,14 +77,16 @@ async def test_database_refuses_changes_to_versions(store: Store, engine: AsyncE
 
 
 @pytest.mark.parametrize("engine_kind", ["postgresql"])  # SQLite has no TRUNCATE
-async def test_postgresql_refuses_truncate(store: Store, engine: AsyncEngine) -> None:
+async def test_postgresql_refuses_truncate(store: Store, db: Database, engine: AsyncEngine) -> None:
     await _history_of_three(store)
     with pytest.raises(DBAPIError, match="append-only"):
         async with engine.begin() as conn:
             await conn.execute(text("TRUNCATE resource_version"))
 
 
-async def test_flipped_byte_in_body_is_caught(store: Store, engine: AsyncEngine, keys: MemoryKeyStore) -> None:
+async def test_flipped_byte_in_body_is_caught(
+    store: Store, db: Database, engine: AsyncEngine, keys: MemoryKeyStore
+) -> None:
     await _history_of_three(store)
     async with engine.connect() as conn:
         sql = "SELECT ciphertext FROM resource_version WHERE res_id = 'a' AND version = 2"
@@ -91,22 +96,22 @@ async def test_flipped_byte_in_body_is_caught(store: Store, engine: AsyncEngine,
     async with engine.begin() as conn:
         sql = "UPDATE resource_version SET ciphertext = :body WHERE res_id = 'a' AND version = 2"
         await conn.execute(text(sql), {"body": bytes(body)})
-    found = await problems(engine, keys)
+    found = await problems(db, keys)
     assert any("Patient/a/_history/2" in p and "decrypt" in p for p in found), found
 
 
 @pytest.mark.parametrize("version", [1, 2, 3])
 async def test_deleted_version_is_caught(
-    store: Store, engine: AsyncEngine, keys: MemoryKeyStore, version: int
+    store: Store, db: Database, engine: AsyncEngine, keys: MemoryKeyStore, version: int
 ) -> None:
     await _history_of_three(store)
     await _tamper(engine, f"DELETE FROM resource_version WHERE res_id = 'a' AND version = {version}")
-    found = await problems(engine, keys)
+    found = await problems(db, keys)
     assert any(p.startswith("Patient/a") for p in found), found
 
 
 async def test_body_moved_to_another_row_is_caught(
-    store: Store, engine: AsyncEngine, keys: MemoryKeyStore
+    store: Store, db: Database, engine: AsyncEngine, keys: MemoryKeyStore
 ) -> None:
     await _history_of_three(store)
     move = (
@@ -116,42 +121,44 @@ async def test_body_moved_to_another_row_is_caught(
         "WHERE res_id = 'b' AND version = 1) AS src WHERE res_id = 'a' AND version = 3"
     )
     await _tamper(engine, move)
-    found = await problems(engine, keys)
+    found = await problems(db, keys)
     assert any("Patient/a/_history/3" in p and "decrypt" in p for p in found), found
 
 
-async def test_forged_signature_is_caught(store: Store, engine: AsyncEngine, keys: MemoryKeyStore) -> None:
+async def test_forged_signature_is_caught(
+    store: Store, db: Database, engine: AsyncEngine, keys: MemoryKeyStore
+) -> None:
     await _history_of_three(store)
     forged = "0" * 128
     literal = {"sqlite": f"X'{forged}'", "postgresql": f"'\\x{forged}'::bytea"}[engine.dialect.name]
     await _tamper(engine, f"UPDATE resource_version SET signature = {literal} WHERE res_id = 'b'")
-    found = await problems(engine, keys)
+    found = await problems(db, keys)
     assert any("Patient/b/_history/1" in p and "signature" in p for p in found), found
 
 
-async def test_changed_header_is_caught(store: Store, engine: AsyncEngine, keys: MemoryKeyStore) -> None:
+async def test_changed_header_is_caught(store: Store, db: Database, engine: AsyncEngine, keys: MemoryKeyStore) -> None:
     await _history_of_three(store)
     await _tamper(engine, "UPDATE resource_version SET actor = 'someone-else' WHERE res_id = 'a' AND version = 1")
-    found = await problems(engine, keys)
+    found = await problems(db, keys)
     assert any("Patient/a/_history/1" in p and "hash" in p for p in found), found
 
 
 async def test_rewrap_moves_keys_and_keeps_everything_readable(
-    store: Store, engine: AsyncEngine, keys: MemoryKeyStore
+    store: Store, db: Database, engine: AsyncEngine, keys: MemoryKeyStore
 ) -> None:
     await _history_of_three(store)
     old, _ = keys.active_kek()
     new = keys.rotate_kek()
     await store.update(CTX, "Patient", "c", patient("New", "c"))
-    assert await rewrap_all(engine, keys) == 4
+    assert await rewrap_all(db, keys) == 4
     async with engine.connect() as conn:
         kids = set((await conn.execute(text("SELECT DISTINCT kek_id FROM resource_version"))).scalars())
     assert kids == {new} and old != new
-    assert (await verify_store(engine, keys)).ok
+    assert (await verify_store(db, keys)).ok
     assert b"Three" in ((await store.read(CTX, "Patient", "a")).body or b"")
 
 
-async def test_racing_updates_with_same_if_match_one_wins(store: Store, engine: AsyncEngine) -> None:
+async def test_racing_updates_with_same_if_match_one_wins(store: Store, db: Database, engine: AsyncEngine) -> None:
     await store.update(CTX, "Patient", "r", patient("Race", "r"))
 
     async def attempt(n: int) -> str:
@@ -169,9 +176,9 @@ async def test_racing_updates_with_same_if_match_one_wins(store: Store, engine: 
 
 
 async def test_racing_updates_without_if_match_are_gap_free(
-    store: Store, engine: AsyncEngine, keys: MemoryKeyStore
+    store: Store, db: Database, engine: AsyncEngine, keys: MemoryKeyStore
 ) -> None:
     await asyncio.gather(*(store.update(CTX, "Patient", "g", patient(f"W{n}", "g")) for n in range(10)))
     history = await store.history(CTX, "Patient", "g", count=50)
     assert sorted(v.version for v in history.versions) == list(range(1, 11))
-    assert (await verify_store(engine, keys)).ok
+    assert (await verify_store(db, keys)).ok

@@ -8,11 +8,11 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ehr.context import system_context
 from ehr.crypto.canonical import parse_json
 from ehr.crypto.keys import MemoryKeyStore
+from ehr.db.database import Database
 from ehr.errors import Category, EhrError
 from ehr.store.service import Store
 from ehr.store.verify import verify_store
@@ -62,9 +62,9 @@ def _without_server_fields(resource: dict[str, Any]) -> dict[str, Any]:
 @FIXTURE_SETTINGS
 @given(resource=patients())
 async def test_random_patients_round_trip_unchanged(
-    engine: AsyncEngine, keys: MemoryKeyStore, clock: FixedClock, resource: dict[str, Any]
+    db: Database, keys: MemoryKeyStore, clock: FixedClock, resource: dict[str, Any]
 ) -> None:
-    store = Store(engine, keys, clock)
+    store = Store(db, keys, clock)
     created = await store.create(CTX, "Patient", resource)
     read = await store.read(CTX, "Patient", created.res_id)
     assert read.body is not None
@@ -85,9 +85,9 @@ operations = st.lists(
 @FIXTURE_SETTINGS
 @given(steps=operations)
 async def test_random_histories_always_verify(
-    engine: AsyncEngine, keys: MemoryKeyStore, clock: FixedClock, steps: list[tuple[str, int, dict[str, Any]]]
+    db: Database, keys: MemoryKeyStore, clock: FixedClock, steps: list[tuple[str, int, dict[str, Any]]]
 ) -> None:
-    store = Store(engine, keys, clock)
+    store = Store(db, keys, clock)
     prefix = f"h{next(_ids)}"
     versions: dict[str, int] = {}
     for op, which, resource in steps:
@@ -102,7 +102,7 @@ async def test_random_histories_always_verify(
             versions[rid] = versions.get(rid, 0) + 1
         except EhrError as err:
             assert op == "stale-update" and err.category is Category.PRECONDITION_FAILED
-    report = await verify_store(engine, keys)
+    report = await verify_store(db, keys)
     assert report.ok, report.problems
     for rid, count in versions.items():
         history = await store.history(CTX, "Patient", rid, count=100)

@@ -1,0 +1,83 @@
+"""The FHIR RESTful router: a small ASGI app that matches `/fhir/...` paths to handlers, and maps
+every error to an OperationOutcome in one place.
+
+Why not FastAPI's router: profiling showed its layers (dependency resolution, exit stacks,
+telemetry and body-limit middleware, exception wrappers) costing a large share of a read's CPU;
+the FHIR URL grammar is small enough to match directly (docs/adr/0005-raw-driver-hot-path.md).
+FastAPI still hosts everything outside /fhir and the lifespan.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ehr.api import render
+from ehr.errors import Category, EhrError
+
+log = logging.getLogger("ehr.api")
+
+Handler = Callable[[Request], Awaitable[Response]]
+# (path pattern, method) -> handler; a pattern is a tuple of literal segments and {names}
+RouteTable = dict[tuple[tuple[str, ...], str], Handler]
+
+
+def route_table(routes: list[tuple[str, str, Handler]]) -> RouteTable:
+    return {(tuple(path.strip("/").split("/")), method): handler for path, method, handler in routes}
+
+
+class FhirRouter:
+    def __init__(self, table: RouteTable, fallback: ASGIApp, prefix: str = "/fhir") -> None:
+        self._prefix = prefix
+        self._fallback = fallback
+        self._by_length: dict[int, list[tuple[tuple[str, ...], str, Handler]]] = {}
+        for (pattern, method), handler in table.items():
+            self._by_length.setdefault(len(pattern), []).append((pattern, method, handler))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if scope["type"] != "http" or not (path == self._prefix or path.startswith(self._prefix + "/")):
+            await self._fallback(scope, receive, send)
+            return
+        try:
+            response = await self._dispatch(scope, receive, path)
+        except EhrError as err:
+            response = render.error(err)
+        except Exception as exc:  # noqa: BLE001 - the last line: a 500 OperationOutcome, never a trace
+            ctx = scope.get("ehr.context")
+            log.error("unexpected %s handling request %s", type(exc).__name__, ctx.request_id if ctx else "-")
+            response = render.error(EhrError(Category.INTERNAL, "internal error"))
+        await response(scope, receive, send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, path: str) -> Response:
+        segments = tuple(path.strip("/").split("/"))
+        method = scope["method"]
+        allowed = False
+        for pattern, route_method, handler in self._by_length.get(len(segments), ()):
+            params = _match(pattern, segments)
+            if params is None:
+                continue
+            if route_method == method or (method == "HEAD" and route_method == "GET"):
+                scope["path_params"] = params
+                return await handler(Request(scope, receive))
+            allowed = True
+        if allowed:
+            raise EhrError(Category.NOT_SUPPORTED, f"{method} is not supported here")
+        raise EhrError(Category.NOT_FOUND, "no such FHIR endpoint")
+
+
+def _match(pattern: tuple[str, ...], segments: tuple[str, ...]) -> dict[str, Any] | None:
+    params: dict[str, Any] = {}
+    for expected, actual in zip(pattern, segments, strict=True):
+        if expected.startswith("{"):
+            if not actual or actual.startswith("_"):
+                return None  # "_history", "_search" ... are never types, ids or versions
+            params[expected[1:-1]] = actual
+        elif expected != actual:
+            return None
+    return params
