@@ -8,6 +8,16 @@ from dataclasses import dataclass, field
 from smart_auth.scopes import Permissions
 
 
+class Trail:
+    """Mutable mark of one request: has its AuditEvent been recorded yet (so the edge records one
+    only when the store was never reached)."""
+
+    __slots__ = ("recorded",)
+
+    def __init__(self) -> None:
+        self.recorded = False
+
+
 @dataclass(frozen=True, slots=True)
 class AccessContext:
     actor: str                      # unique id of the person, app or system (Client.id, later User.id)
@@ -18,6 +28,12 @@ class AccessContext:
     purpose: str | None = None      # purposeOfUse, e.g. break-glass (later issue)
     address: str | None = None      # network address of the peer
     request_id: str = field(default_factory=lambda: secrets.token_hex(8))
+    trail: Trail = field(default_factory=Trail, compare=False, repr=False)
+
+
+def anonymous_context(address: str | None) -> AccessContext:
+    """Who an unauthenticated request is: nobody, with no permissions, from an address."""
+    return AccessContext(actor="anonymous", actor_display="anonymous", permissions=Permissions(()), address=address)
 
 
 def system_context(name: str, scopes: str = "system/*.cruds") -> AccessContext:

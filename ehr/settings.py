@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     page_size_max: int = Field(default=500, ge=1)
     client_cache_seconds: float = Field(default=5.0, ge=0, description="how long a client registration is cached")
     db_pool_size: int = Field(default=20, ge=1)
+    audit_seal_seconds: float = Field(default=1.0, gt=0, description="how often pending audit events are chained")
 
     @property
     def pki_dir(self) -> Path:

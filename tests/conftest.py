@@ -23,11 +23,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ehr.api.app import create_app
 from ehr.api.services import Services
+from ehr.audit.log import AuditLog
 from ehr.crypto.keys import MemoryKeyStore
 from ehr.db.database import Database, open_database
 from ehr.db.engine import ddl_engine, ensure_schema
 from ehr.pki import DevPki, certificate_thumbprint, ensure_dev_pki
 from ehr.settings import Settings
+from ehr.store.service import Store
 
 ADMIN_URL = os.environ.get("EHR_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 ENGINES = ["sqlite", "postgresql"]
@@ -146,6 +148,16 @@ def settings(tmp_path: Path) -> Settings:
 @pytest.fixture
 def services(settings: Settings, db: Database, keys: MemoryKeyStore, clock: FixedClock) -> Services:
     return Services.build(settings, db, keys, clock)
+
+
+@pytest.fixture
+def audit(services: Services) -> AuditLog:
+    return services.audit
+
+
+@pytest.fixture
+def store(services: Services) -> Store:
+    return services.store
 
 
 class PresentCertificate:

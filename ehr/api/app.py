@@ -3,9 +3,10 @@ lifespan and everything outside /fhir (nothing yet: later the SMART endpoints)."
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
@@ -62,10 +63,15 @@ def create_app(settings: Settings, services: Services | None = None) -> ASGIApp:
             return
         opened = await Services.open(settings)
         running.install(opened)
+        sealer = asyncio.get_running_loop().create_task(opened.audit.run_sealer(settings.audit_seal_seconds))
         _settle()
         try:
             yield
         finally:
+            sealer.cancel()
+            with suppress(asyncio.CancelledError):
+                await sealer
+            await opened.audit.seal()
             await opened.close()
 
     host = FastAPI(lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None)
@@ -73,7 +79,7 @@ def create_app(settings: Settings, services: Services | None = None) -> ASGIApp:
     if services is not None:
         running.install(services)
     fhir = FhirRouter(route_table(routes), fallback=host)
-    return CertificateAuth(_WithServices(fhir, running), clients=running.clients)
+    return _WithServices(CertificateAuth(fhir, clients=running.clients), running)
 
 
 def _settle() -> None:

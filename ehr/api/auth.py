@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from functools import lru_cache
 from typing import Any
 
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ehr.api import render
-from ehr.context import AccessContext
+from ehr.audit.events import Interaction
+from ehr.context import AccessContext, anonymous_context
 from ehr.errors import Category, EhrError
 from ehr.pki import certificate_thumbprint
 from ehr.store.clients import Client, ClientRegistry
@@ -62,15 +65,27 @@ class CertificateAuth:
         try:
             scope["ehr.context"] = await self._context(scope)
         except EhrError as err:
-            await render.error(err)(scope, receive, send)
+            refusal = await self._refuse(scope, err)
+            await refusal(scope, receive, send)
             return
         await self._app(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, err: EhrError) -> Response:
+        """The refusal's AuditEvent (a failed authentication), durable before the answer."""
+        who = replace(anonymous_context(_peer(scope)), cert_thumbprint=scope.get("ehr.thumbprint"))
+        what = Interaction("authenticate")
+        what.failed(err.category, err.message)
+        try:
+            await scope["ehr.services"].audit.record(who, what)
+        except EhrError as unavailable:
+            return render.error(unavailable)
+        return render.error(err)
 
     async def _context(self, scope: Scope) -> AccessContext:
         pem = peer_certificate_pem(scope)
         if pem is None:
             raise EhrError(Category.UNAUTHENTICATED, "a client certificate is required")
-        thumbprint = _thumbprint(pem)
+        thumbprint = scope["ehr.thumbprint"] = _thumbprint(pem)
         client = await self._clients().get(thumbprint)
         if client is None:
             raise EhrError(Category.UNAUTHENTICATED, "this client certificate is not registered")

@@ -121,7 +121,8 @@ async def _history(request: Request, res_type: str | None, res_id: str | None) -
         except ValueError:
             raise EhrError(Category.INVALID, "_cursor is not a cursor from this server") from None
     page = await services.store.history(
-        _context(request), res_type, res_id, count=count, since_us=since_us, cursor=cursor
+        _context(request), res_type, res_id, count=count, since_us=since_us, cursor=cursor,
+        query=request.url.query,
     )
     path = "/".join(p for p in (services.base, res_type, res_id, "_history") if p)
     query = f"_count={count}" + (f"&_since={since}" if since else "")
@@ -155,14 +156,15 @@ def _not_modified(request: Request, found: Version) -> bool:
     return modified <= since
 
 
-routes: list[tuple[str, str, Handler]] = [
-    ("/fhir/metadata", "GET", capabilities),
-    ("/fhir/_history", "GET", history_system),
-    ("/fhir/{res_type}/_history", "GET", history_type),
-    ("/fhir/{res_type}/{res_id}/_history", "GET", history_instance),
-    ("/fhir/{res_type}/{res_id}/_history/{version}", "GET", vread),
-    ("/fhir/{res_type}/{res_id}", "GET", read),
-    ("/fhir/{res_type}/{res_id}", "PUT", update),
-    ("/fhir/{res_type}/{res_id}", "DELETE", delete),
-    ("/fhir/{res_type}", "POST", create),
+# (path, method, handler, FHIR restful interaction: the AuditEvent subtype when the store is not reached)
+routes: list[tuple[str, str, Handler, str]] = [
+    ("/fhir/metadata", "GET", capabilities, "capabilities"),
+    ("/fhir/_history", "GET", history_system, "history-system"),
+    ("/fhir/{res_type}/_history", "GET", history_type, "history-type"),
+    ("/fhir/{res_type}/{res_id}/_history", "GET", history_instance, "history-instance"),
+    ("/fhir/{res_type}/{res_id}/_history/{version}", "GET", vread, "vread"),
+    ("/fhir/{res_type}/{res_id}", "GET", read, "read"),
+    ("/fhir/{res_type}/{res_id}", "PUT", update, "update"),
+    ("/fhir/{res_type}/{res_id}", "DELETE", delete, "delete"),
+    ("/fhir/{res_type}", "POST", create, "create"),
 ]

@@ -6,12 +6,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from ehr.api.capability import capability_statement
+from ehr.audit.log import AuditLog
 from ehr.crypto.keys import FileKeyStore, KeyStore
 from ehr.db.database import Database, open_database
 from ehr.db.engine import ensure_schema
 from ehr.settings import Settings
 from ehr.store.clients import ClientRegistry
-from ehr.store.service import Clock, Store
+from ehr.store.service import Clock, Store, SystemClock
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +21,7 @@ class Services:
     db: Database
     keys: KeyStore
     store: Store
+    audit: AuditLog
     clients: ClientRegistry
     capability_statement: bytes
     base: str  # the public FHIR base URL, e.g. https://ehr.example.org/fhir
@@ -29,11 +31,13 @@ class Services:
         cls, settings: Settings, db: Database, keys: KeyStore, clock: Clock | None = None
     ) -> Services:
         published = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        audit = AuditLog(db, keys, clock or SystemClock(), source=settings.fhir_base)
         return cls(
             settings=settings,
             db=db,
             keys=keys,
-            store=Store(db, keys, clock),
+            store=Store(db, keys, audit, clock),
+            audit=audit,
             clients=ClientRegistry(db),
             capability_statement=capability_statement(settings.fhir_base, published),
             base=settings.fhir_base,

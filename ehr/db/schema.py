@@ -76,6 +76,76 @@ client = Table(
     Column("disabled", Boolean, nullable=False, default=False),
 )
 
+# -- audit log (docs/adr/0006-audit-log.md) ---------------------------------------------------------
+# Every interaction's AuditEvent, sealed like a resource body; the columns are what review searches on.
+audit_event = Table(
+    "audit_event",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("id", String(36), nullable=False, unique=True),   # AuditEvent.id
+    Column("recorded_us", BigInteger, nullable=False),
+    Column("action", String(1), nullable=False),              # C R U D E
+    Column("subtype", String(40), nullable=False),            # read, create, search-type, login, ...
+    Column("outcome", String(2), nullable=False),             # 0 4 8 12
+    Column("agent", String(128), nullable=False),             # who: client or user id
+    Column("patient", String(64), nullable=True),             # compartment, when known
+    Column("entity_type", String(64), nullable=True),
+    Column("entity_id", String(64), nullable=True),
+    Column("purpose", String(32), nullable=True),             # e.g. BTG
+    Column("address", String(64), nullable=True),             # network address of the peer
+    Column("content_hash", LargeBinary(32), nullable=False),  # SHA-256 of the canonical AuditEvent
+    Column("kek_id", String(64), nullable=False),
+    Column("wrapped_key", LargeBinary, nullable=False),
+    Column("nonce", LargeBinary(12), nullable=False),
+    Column("ciphertext", LargeBinary, nullable=False),
+)
+Index("ix_audit_recorded", audit_event.c.recorded_us)
+Index("ix_audit_patient", audit_event.c.patient, audit_event.c.recorded_us)
+Index("ix_audit_agent", audit_event.c.agent, audit_event.c.recorded_us)
+Index("ix_audit_entity", audit_event.c.entity_type, audit_event.c.entity_id)
+
+# Events committed but not yet in the chain; xid orders them against transactions still running.
+audit_pending = Table(
+    "audit_pending",
+    metadata,
+    Column("event_id", String(36), primary_key=True),
+    Column("xid", BigInteger, nullable=False),
+)
+
+# The hash chain over events, in the order the sealer took them (pos 1, 2, ...).
+audit_chain = Table(
+    "audit_chain",
+    metadata,
+    Column("pos", BigInteger, primary_key=True, autoincrement=False),
+    Column("event_id", String(36), nullable=False, unique=True),
+    Column("hash", LargeBinary(32), nullable=False),
+)
+
+# Signed (pos, hash) of the chain's head after each sealing batch.
+audit_checkpoint = Table(
+    "audit_checkpoint",
+    metadata,
+    Column("pos", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", LargeBinary(32), nullable=False),
+    Column("ts_us", BigInteger, nullable=False),
+    Column("sig_kid", String(64), nullable=False),
+    Column("signature", LargeBinary, nullable=False),
+)
+
+# Alerts raised by the review rules (ehr/audit/alerts.py).
+audit_alert = Table(
+    "audit_alert",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("raised_us", BigInteger, nullable=False),
+    Column("rule", String(64), nullable=False),
+    Column("subject", String(200), nullable=False),   # the actor or address the rule fired for
+    Column("detail", String(2000), nullable=False),   # no ePHI: counts, ids, times
+    Column("event_id", String(36), nullable=True),    # the event that tipped it
+)
+Index("ix_alert_raised", audit_alert.c.raised_us)
+
+
 _SQLITE_GUARD = """
 CREATE TRIGGER IF NOT EXISTS {table}_no_{op} BEFORE {OP} ON {table}
 BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END
@@ -117,3 +187,5 @@ def append_only(table: Table, mutable: tuple[str, ...] = ()) -> None:
 # Re-wrapping a data key under a new KEK (ehr keys rewrap) changes only the wrapping; the content,
 # hashes, signature and ciphertext stay as written.
 append_only(resource_version, mutable=("kek_id", "wrapped_key"))
+for _table in (audit_event, audit_chain, audit_checkpoint, audit_alert):
+    append_only(_table)

@@ -1,15 +1,21 @@
 """The store: the one door to ePHI. Every way in (HTTP, HL7 v2, import, CLI) calls these methods
 with an AccessContext; each method authorizes, validates, versions, signs, encrypts and persists in
-one transaction. Built once per process over a database and a key store; holds no request state.
+one transaction, and leaves exactly one AuditEvent per call, whatever the outcome (a write's event
+commits with its data). Built once per process; holds no request state.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ehr.audit.events import Interaction
+from ehr.audit.log import AuditLog
 from ehr.context import AccessContext
 from ehr.crypto.keys import KeyStore
 from ehr.db.database import Conflict, Database, Executor, Row
@@ -44,33 +50,38 @@ class HistoryPage:
 
 
 class Store:
-    def __init__(self, db: Database, keys: KeyStore, clock: Clock | None = None) -> None:
+    def __init__(self, db: Database, keys: KeyStore, audit: AuditLog, clock: Clock | None = None) -> None:
         self._db = db
         self._keys = keys
+        self._audit = audit
         self._clock = clock or SystemClock()
 
     # -- reads -------------------------------------------------------------------------------
 
     async def read(self, ctx: AccessContext, res_type: str, res_id: str) -> Version:
         """The current version; GONE when its newest version is a delete."""
-        self._authorize(ctx, res_type, "r")
-        row = await self._db.fetch_one(sql.NEWEST, res_type, res_id)
-        if row is None:
-            raise EhrError(Category.NOT_FOUND, f"{res_type} not found")
-        found = to_version(self._keys, row)
-        if found.deleted:
-            raise EhrError(Category.GONE, f"{res_type} was deleted", headers={"ETag": found.etag})
-        return found
+        async with self._audited(ctx, Interaction("read", res_type, res_id)) as event:
+            self._authorize(ctx, res_type, "r")
+            row = await self._db.fetch_one(sql.NEWEST, res_type, res_id)
+            if row is None:
+                raise EhrError(Category.NOT_FOUND, f"{res_type} not found")
+            found = to_version(self._keys, row)
+            event.version, event.patient = found.version, row["compartment"]
+            if found.deleted:
+                raise EhrError(Category.GONE, f"{res_type} was deleted", headers={"ETag": found.etag})
+            return found
 
     async def vread(self, ctx: AccessContext, res_type: str, res_id: str, version: int) -> Version:
-        self._authorize(ctx, res_type, "r")
-        row = await self._db.fetch_one(sql.VERSION, res_type, res_id, version)
-        if row is None:
-            raise EhrError(Category.NOT_FOUND, f"{res_type} version not found")
-        found = to_version(self._keys, row)
-        if found.deleted:
-            raise EhrError(Category.GONE, f"this version of the {res_type} is a delete")
-        return found
+        async with self._audited(ctx, Interaction("vread", res_type, res_id, version)) as event:
+            self._authorize(ctx, res_type, "r")
+            row = await self._db.fetch_one(sql.VERSION, res_type, res_id, version)
+            if row is None:
+                raise EhrError(Category.NOT_FOUND, f"{res_type} version not found")
+            event.patient = row["compartment"]
+            found = to_version(self._keys, row)
+            if found.deleted:
+                raise EhrError(Category.GONE, f"this version of the {res_type} is a delete")
+            return found
 
     async def history(
         self,
@@ -81,13 +92,30 @@ class Store:
         count: int,
         since_us: int | None = None,
         cursor: Cursor | None = None,
+        query: str | None = None,
     ) -> HistoryPage:
         """Versions newest first, in pages of ``count``, keyset-paged so that writes during paging
-        neither repeat nor skip an entry."""
+        neither repeat nor skip an entry. ``query`` is the request's parameters, for the audit."""
+        level = "history-system" if res_type is None else "history-type" if res_id is None else "history-instance"
+        async with self._audited(ctx, Interaction(level, res_type, res_id, query=query)) as event:
+            return await self._history(ctx, event, res_type, res_id, count, since_us, cursor)
+
+    async def _history(
+        self,
+        ctx: AccessContext,
+        event: Interaction,
+        res_type: str | None,
+        res_id: str | None,
+        count: int,
+        since_us: int | None,
+        cursor: Cursor | None,
+    ) -> HistoryPage:
         where, args = self._history_filter(ctx, res_type, res_id, since_us)
         if res_id is not None and res_type is not None:
-            if await self._db.fetch_one(sql.NEWEST, res_type, res_id) is None:
+            newest = await self._db.fetch_one(sql.NEWEST, res_type, res_id)
+            if newest is None:
                 raise EhrError(Category.NOT_FOUND, f"{res_type} not found")
+            event.patient = newest["compartment"]
         total_row = await self._db.fetch_one(f"SELECT count(*) AS n FROM resource_version{_where(where)}", *args)
         page_where, page_args = list(where), list(args)
         if cursor is not None:
@@ -107,45 +135,68 @@ class Store:
 
     async def create(self, ctx: AccessContext, res_type: str, resource: Any) -> Version:
         """Create with a server-assigned id (any id in the body is ignored, as R4 says)."""
-        self._authorize(ctx, res_type, "c")
-        ingest.check_resource(resource, res_type, None)
-        # A fresh id has no head to lock: the two inserts go as one atomic statement.
-        return await self._append(self._db, ctx, res_type, str(uuid.uuid4()), None, resource, "create")
+        async with self._audited(ctx, Interaction("create", res_type)) as event:
+            self._authorize(ctx, res_type, "c")
+            ingest.check_resource(resource, res_type, None)
+            # A fresh id has no head to lock: version, head and audit rows go as one atomic statement.
+            return await self._append(self._db, ctx, event, str(uuid.uuid4()), None, resource, "create")
 
     async def update(
         self, ctx: AccessContext, res_type: str, res_id: str, resource: Any, if_match: int | None = None
     ) -> WriteResult:
         """Update, or create with the client's id when there is none (create needs the 'c' grant too)."""
-        self._authorize(ctx, res_type, "u")
-        ingest.check_id(res_id)
-        ingest.check_resource(resource, res_type, res_id)
-        for _attempt in range(_WRITE_ATTEMPTS):
-            try:
-                async with self._db.transaction() as tx:
-                    head = await tx.fetch_one(sql.HEAD + self._db.for_update, res_type, res_id)
-                    if head is None:
-                        self._authorize(ctx, res_type, "c")
-                    _check_precondition(head, if_match)
-                    method = "create" if head is None else "update"
-                    written = await self._append(tx, ctx, res_type, res_id, head, resource, method)
-                return WriteResult(written, created=head is None or bool(head["deleted"]))
-            except Conflict:  # a racing create-on-update inserted the same id first: retry as an update
-                continue
-        raise EhrError(Category.CONFLICT, "concurrent writes to this resource; try again")
+        async with self._audited(ctx, Interaction("update", res_type, res_id)) as event:
+            self._authorize(ctx, res_type, "u")
+            ingest.check_id(res_id)
+            ingest.check_resource(resource, res_type, res_id)
+            for _attempt in range(_WRITE_ATTEMPTS):
+                try:
+                    async with self._db.transaction() as tx:
+                        head = await tx.fetch_one(sql.HEAD + self._db.for_update, res_type, res_id)
+                        if head is None:
+                            self._authorize(ctx, res_type, "c")
+                        _check_precondition(head, if_match)
+                        method = "create" if head is None else "update"
+                        written = await self._append(tx, ctx, event, res_id, head, resource, method)
+                    return WriteResult(written, created=head is None or bool(head["deleted"]))
+                except Conflict:  # a racing create-on-update inserted the same id first: retry as an update
+                    event.committed = False
+            raise EhrError(Category.CONFLICT, "concurrent writes to this resource; try again")
 
     async def delete(
         self, ctx: AccessContext, res_type: str, res_id: str, if_match: int | None = None
     ) -> Version | None:
         """Write a tombstone version. Deleting what does not exist, or is already deleted, writes nothing."""
-        self._authorize(ctx, res_type, "d")
-        async with self._db.transaction() as tx:
-            head = await tx.fetch_one(sql.HEAD + self._db.for_update, res_type, res_id)
-            _check_precondition(head, if_match)
-            if head is None or head["deleted"]:
-                return None
-            return await self._append(tx, ctx, res_type, res_id, head, None, "delete")
+        async with self._audited(ctx, Interaction("delete", res_type, res_id)) as event:
+            self._authorize(ctx, res_type, "d")
+            async with self._db.transaction() as tx:
+                head = await tx.fetch_one(sql.HEAD + self._db.for_update, res_type, res_id)
+                _check_precondition(head, if_match)
+                if head is None or head["deleted"]:
+                    return None
+                return await self._append(tx, ctx, event, res_id, head, None, "delete")
 
     # -- internals ---------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _audited(self, ctx: AccessContext, what: Interaction) -> AsyncIterator[Interaction]:
+        """Exactly one AuditEvent for the block: in the write's own transaction when it set
+        ``committed``, otherwise recorded (durably) before the caller can answer."""
+        ctx.trail.recorded = True
+        try:
+            yield what
+        except EhrError as err:
+            what.committed = False
+            what.failed(err.category, err.message)
+            await self._audit.record(ctx, what)
+            raise
+        except (Exception, asyncio.CancelledError):
+            what.committed = False
+            what.failed(Category.INTERNAL, "internal error")
+            await self._audit.record(ctx, what)
+            raise
+        if not what.committed:
+            await self._audit.record(ctx, what)
 
     def _authorize(self, ctx: AccessContext, res_type: str, letter: Any) -> None:
         ingest.check_type(res_type)
@@ -155,12 +206,14 @@ class Store:
         self,
         tx: Executor | Database,
         ctx: AccessContext,
-        res_type: str,
+        event: Interaction,
         res_id: str,
         head: Row | None,
         resource: Any,
         method: str,
     ) -> Version:
+        """Write the next version, its head and its AuditEvent in one atomic unit."""
+        res_type = event.resource_type or ""
         version = 1 if head is None else head["version"] + 1
         ts_us = self._clock.now_us() if head is None else max(self._clock.now_us(), head["ts_us"] + 1)
         body = None if resource is None else ingest.stamp(resource, res_id, version, instant(ts_us))
@@ -177,12 +230,16 @@ class Store:
         }
         seal_version(self._keys, row, body)
         new_head = head_row(self._keys, row)
+        event.resource_id, event.version, event.patient = res_id, version, row["compartment"]
+        audit = self._audit.prepare(ctx, event)
         await tx.execute_all(
             [
                 (sql.INSERT_VERSION, [row[c] for c in sql.VERSION_COLUMNS]),
                 (sql.INSERT_HEAD if head is None else sql.UPDATE_HEAD, [new_head[c] for c in sql.HEAD_COLUMNS]),
+                *audit.statements,
             ]
         )
+        event.committed = True
         return Version(res_type, res_id, version, ts_us, resource is None, method, body)
 
     def _history_filter(

@@ -18,7 +18,6 @@ from ehr.errors import EhrError
 from ehr.store.rewrap import rewrap_all
 from ehr.store.service import Store
 from ehr.store.verify import verify_store
-from tests.conftest import FixedClock
 
 CTX = system_context("test")
 
@@ -46,11 +45,6 @@ async def _tamper(engine: AsyncEngine, *statements: str) -> None:
     async with engine.begin() as conn:
         for statement in drops + list(statements):
             await conn.execute(text(statement))
-
-
-@pytest.fixture
-def store(db: Database, keys: MemoryKeyStore, clock: FixedClock) -> Store:
-    return Store(db, keys, clock)
 
 
 async def problems(db: Database, keys: MemoryKeyStore) -> list[str]:

@@ -9,14 +9,13 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ehr.api.services import Services
 from ehr.context import system_context
 from ehr.crypto.canonical import parse_json
 from ehr.crypto.keys import MemoryKeyStore
 from ehr.db.database import Database
 from ehr.errors import Category, EhrError
-from ehr.store.service import Store
 from ehr.store.verify import verify_store
-from tests.conftest import FixedClock
 
 CTX = system_context("property-tests")
 FIXTURE_SETTINGS = settings(
@@ -62,9 +61,9 @@ def _without_server_fields(resource: dict[str, Any]) -> dict[str, Any]:
 @FIXTURE_SETTINGS
 @given(resource=patients())
 async def test_random_patients_round_trip_unchanged(
-    db: Database, keys: MemoryKeyStore, clock: FixedClock, resource: dict[str, Any]
+    services: Services, db: Database, keys: MemoryKeyStore, resource: dict[str, Any]
 ) -> None:
-    store = Store(db, keys, clock)
+    store = services.store
     created = await store.create(CTX, "Patient", resource)
     read = await store.read(CTX, "Patient", created.res_id)
     assert read.body is not None
@@ -85,9 +84,9 @@ operations = st.lists(
 @FIXTURE_SETTINGS
 @given(steps=operations)
 async def test_random_histories_always_verify(
-    db: Database, keys: MemoryKeyStore, clock: FixedClock, steps: list[tuple[str, int, dict[str, Any]]]
+    services: Services, db: Database, keys: MemoryKeyStore, steps: list[tuple[str, int, dict[str, Any]]]
 ) -> None:
-    store = Store(db, keys, clock)
+    store = services.store
     prefix = f"h{next(_ids)}"
     versions: dict[str, int] = {}
     for op, which, resource in steps:
