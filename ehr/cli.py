@@ -62,6 +62,10 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("client_id")
         cmd.set_defaults(handler=_clients_disable, disabled=disabled)
 
+    audit = sub.add_parser("audit", help="the audit log").add_subparsers(required=True)
+    audit_verify = audit.add_parser("verify", help="check the audit log's chain, checkpoints and records")
+    audit_verify.set_defaults(handler=_audit_verify)
+
     keys = sub.add_parser("keys", help="key management").add_subparsers(required=True)
     rotate = keys.add_parser("rotate", help="add a new key-encryption key (and with --signing, a signing key)")
     rotate.add_argument("--signing", action="store_true", help="rotate the signing key instead")
@@ -128,6 +132,23 @@ def _verify(settings: Settings, _args: argparse.Namespace) -> int:
             print(f"BROKEN {problem.record}: {problem.message}")
         verdict = "OK" if report.ok else f"FAILED ({len(report.problems)} problem(s))"
         print(f"{verdict}: {report.versions} versions of {report.resources} resources checked")
+        return 0 if report.ok else 1
+
+    return _run(settings, job)
+
+
+def _audit_verify(settings: Settings, _args: argparse.Namespace) -> int:
+    from ehr.audit.log import AuditLog
+    from ehr.audit.verify import verify_audit
+    from ehr.store.service import SystemClock
+
+    async def job(db: Database, keys: KeyStore) -> int:
+        await AuditLog(db, keys, SystemClock(), source="ehr-cli").seal()  # chain what is ready first
+        report = await verify_audit(db, keys)
+        for problem in report.problems:
+            print(f"BROKEN {problem.where}: {problem.message}")
+        verdict = "OK" if report.ok else f"FAILED ({len(report.problems)} problem(s))"
+        print(f"{verdict}: {report.chained} chained events, {report.checkpoints} checkpoints, {report.pending} pending")
         return 0 if report.ok else 1
 
     return _run(settings, job)

@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ehr.api import render
 from ehr.api.auth import CertificateAuth, ClientCache
 from ehr.api.router import FhirRouter, route_table
+from ehr.api.audit_routes import audit_routes
 from ehr.api.routes import routes
 from ehr.api.services import Services
 from ehr.errors import Category, EhrError
@@ -78,7 +79,7 @@ def create_app(settings: Settings, services: Services | None = None) -> ASGIApp:
     host.add_exception_handler(HTTPException, _on_http_error)  # type: ignore[arg-type]
     if services is not None:
         running.install(services)
-    fhir = FhirRouter(route_table(routes), fallback=host)
+    fhir = FhirRouter(route_table(audit_routes + routes), fallback=host)  # specific before generic
     return _WithServices(CertificateAuth(fhir, clients=running.clients), running)
 
 

@@ -133,7 +133,7 @@ def _entities(what: Interaction) -> list[dict[str, Any]]:
                 "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "4"},
             }
         )
-    if what.query is not None:
+    if what.query:
         entities.append(
             {
                 "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2"},

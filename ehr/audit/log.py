@@ -19,7 +19,8 @@ import hashlib
 import logging
 import secrets
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,6 +144,27 @@ class AuditLog:
             asyncio.get_running_loop().create_task(self._flush())
         await done
         return prepared.event_id
+
+    @asynccontextmanager
+    async def audited(self, ctx: AccessContext, what: Interaction) -> AsyncIterator[Interaction]:
+        """Exactly one AuditEvent for the block, whatever happens in it: in the block's own write
+        transaction when it set ``what.committed`` (see :meth:`prepare`), otherwise recorded here,
+        durably, before the caller can answer. Failures are recorded with their category."""
+        ctx.trail.recorded = True
+        try:
+            yield what
+        except EhrError as err:
+            what.committed = False
+            what.failed(err.category, err.message)
+            await self.record(ctx, what)
+            raise
+        except (Exception, asyncio.CancelledError):
+            what.committed = False
+            what.failed(Category.INTERNAL, "internal error")
+            await self.record(ctx, what)
+            raise
+        if not what.committed:
+            await self.record(ctx, what)
 
     async def _flush(self) -> None:
         try:

@@ -6,11 +6,8 @@ commits with its data). Built once per process; holds no request state.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -60,7 +57,7 @@ class Store:
 
     async def read(self, ctx: AccessContext, res_type: str, res_id: str) -> Version:
         """The current version; GONE when its newest version is a delete."""
-        async with self._audited(ctx, Interaction("read", res_type, res_id)) as event:
+        async with self._audit.audited(ctx, Interaction("read", res_type, res_id)) as event:
             self._authorize(ctx, res_type, "r")
             row = await self._db.fetch_one(sql.NEWEST, res_type, res_id)
             if row is None:
@@ -72,7 +69,7 @@ class Store:
             return found
 
     async def vread(self, ctx: AccessContext, res_type: str, res_id: str, version: int) -> Version:
-        async with self._audited(ctx, Interaction("vread", res_type, res_id, version)) as event:
+        async with self._audit.audited(ctx, Interaction("vread", res_type, res_id, version)) as event:
             self._authorize(ctx, res_type, "r")
             row = await self._db.fetch_one(sql.VERSION, res_type, res_id, version)
             if row is None:
@@ -97,7 +94,7 @@ class Store:
         """Versions newest first, in pages of ``count``, keyset-paged so that writes during paging
         neither repeat nor skip an entry. ``query`` is the request's parameters, for the audit."""
         level = "history-system" if res_type is None else "history-type" if res_id is None else "history-instance"
-        async with self._audited(ctx, Interaction(level, res_type, res_id, query=query)) as event:
+        async with self._audit.audited(ctx, Interaction(level, res_type, res_id, query=query)) as event:
             return await self._history(ctx, event, res_type, res_id, count, since_us, cursor)
 
     async def _history(
@@ -135,7 +132,7 @@ class Store:
 
     async def create(self, ctx: AccessContext, res_type: str, resource: Any) -> Version:
         """Create with a server-assigned id (any id in the body is ignored, as R4 says)."""
-        async with self._audited(ctx, Interaction("create", res_type)) as event:
+        async with self._audit.audited(ctx, Interaction("create", res_type)) as event:
             self._authorize(ctx, res_type, "c")
             ingest.check_resource(resource, res_type, None)
             # A fresh id has no head to lock: version, head and audit rows go as one atomic statement.
@@ -145,7 +142,7 @@ class Store:
         self, ctx: AccessContext, res_type: str, res_id: str, resource: Any, if_match: int | None = None
     ) -> WriteResult:
         """Update, or create with the client's id when there is none (create needs the 'c' grant too)."""
-        async with self._audited(ctx, Interaction("update", res_type, res_id)) as event:
+        async with self._audit.audited(ctx, Interaction("update", res_type, res_id)) as event:
             self._authorize(ctx, res_type, "u")
             ingest.check_id(res_id)
             ingest.check_resource(resource, res_type, res_id)
@@ -167,7 +164,7 @@ class Store:
         self, ctx: AccessContext, res_type: str, res_id: str, if_match: int | None = None
     ) -> Version | None:
         """Write a tombstone version. Deleting what does not exist, or is already deleted, writes nothing."""
-        async with self._audited(ctx, Interaction("delete", res_type, res_id)) as event:
+        async with self._audit.audited(ctx, Interaction("delete", res_type, res_id)) as event:
             self._authorize(ctx, res_type, "d")
             async with self._db.transaction() as tx:
                 head = await tx.fetch_one(sql.HEAD + self._db.for_update, res_type, res_id)
@@ -177,26 +174,6 @@ class Store:
                 return await self._append(tx, ctx, event, res_id, head, None, "delete")
 
     # -- internals ---------------------------------------------------------------------------
-
-    @asynccontextmanager
-    async def _audited(self, ctx: AccessContext, what: Interaction) -> AsyncIterator[Interaction]:
-        """Exactly one AuditEvent for the block: in the write's own transaction when it set
-        ``committed``, otherwise recorded (durably) before the caller can answer."""
-        ctx.trail.recorded = True
-        try:
-            yield what
-        except EhrError as err:
-            what.committed = False
-            what.failed(err.category, err.message)
-            await self._audit.record(ctx, what)
-            raise
-        except (Exception, asyncio.CancelledError):
-            what.committed = False
-            what.failed(Category.INTERNAL, "internal error")
-            await self._audit.record(ctx, what)
-            raise
-        if not what.committed:
-            await self._audit.record(ctx, what)
 
     def _authorize(self, ctx: AccessContext, res_type: str, letter: Any) -> None:
         ingest.check_type(res_type)
