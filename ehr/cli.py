@@ -10,10 +10,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ehr.context import operator_context
 from ehr.errors import EhrError
 from ehr.settings import Settings
 
 if TYPE_CHECKING:
+    from ehr.audit.log import AuditLog
     from ehr.crypto.keys import KeyStore
     from ehr.db.database import Database
 
@@ -75,17 +77,24 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run(settings: Settings, job: Callable[[Database, KeyStore], Awaitable[int]]) -> int:
-    """Run one async job against the configured database and key store."""
+def _run(settings: Settings, job: Callable[[Database, KeyStore, AuditLog], Awaitable[int]]) -> int:
+    """Run one async job against the configured database, key store and audit log; chain what the
+    job recorded before leaving."""
+    from ehr.audit.log import AuditLog
     from ehr.crypto.keys import FileKeyStore
     from ehr.db.database import open_database
     from ehr.db.engine import ensure_schema
+    from ehr.store.service import SystemClock
 
     async def go() -> int:
         await ensure_schema(settings.database)
         db = open_database(settings.database, pool_size=2)
+        keys = FileKeyStore(settings.keys_dir)
+        audit = AuditLog(db, keys, SystemClock(), source=f"ehr-cli@{settings.fhir_base}")
         try:
-            return await job(db, FileKeyStore(settings.keys_dir))
+            result = await job(db, keys, audit)
+            await audit.seal()
+            return result
         finally:
             await db.close()
 
@@ -102,10 +111,10 @@ def _init(settings: Settings, _args: argparse.Namespace) -> int:
     FileKeyStore.create(settings.keys_dir)
     thumbprint = certificate_thumbprint(pki.client_cert.read_bytes())
 
-    async def job(db: Database, keys: KeyStore) -> int:
-        registry = ClientRegistry(db)
+    async def job(db: Database, keys: KeyStore, audit: AuditLog) -> int:
+        registry = ClientRegistry(db, audit)
         if await registry.by_thumbprint(thumbprint) is None:
-            await registry.add("demo-client", thumbprint, DEMO_CLIENT_SCOPES)
+            await registry.add(operator_context(), "demo-client", thumbprint, DEMO_CLIENT_SCOPES)
         return 0
 
     _run(settings, job)
@@ -126,7 +135,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 def _verify(settings: Settings, _args: argparse.Namespace) -> int:
     from ehr.store.verify import verify_store
 
-    async def job(db: Database, keys: KeyStore) -> int:
+    async def job(db: Database, keys: KeyStore, audit: AuditLog) -> int:
         report = await verify_store(db, keys)
         for problem in report.problems:
             print(f"BROKEN {problem.record}: {problem.message}")
@@ -138,12 +147,10 @@ def _verify(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def _audit_verify(settings: Settings, _args: argparse.Namespace) -> int:
-    from ehr.audit.log import AuditLog
     from ehr.audit.verify import verify_audit
-    from ehr.store.service import SystemClock
 
-    async def job(db: Database, keys: KeyStore) -> int:
-        await AuditLog(db, keys, SystemClock(), source="ehr-cli").seal()  # chain what is ready first
+    async def job(db: Database, keys: KeyStore, audit: AuditLog) -> int:
+        await audit.seal()  # chain what is ready first
         report = await verify_audit(db, keys)
         for problem in report.problems:
             print(f"BROKEN {problem.where}: {problem.message}")
@@ -160,8 +167,8 @@ def _clients_add(settings: Settings, args: argparse.Namespace) -> int:
 
     thumbprint = certificate_thumbprint(args.cert.read_bytes())
 
-    async def job(db: Database, keys: KeyStore) -> int:
-        added = await ClientRegistry(db).add(args.name, thumbprint, args.scopes)
+    async def job(db: Database, keys: KeyStore, audit: AuditLog) -> int:
+        added = await ClientRegistry(db, audit).add(operator_context(), args.name, thumbprint, args.scopes)
         print(f"{added.id} {added.name} x5t#S256={thumbprint} scopes={added.scopes}")
         return 0
 
@@ -171,8 +178,8 @@ def _clients_add(settings: Settings, args: argparse.Namespace) -> int:
 def _clients_list(settings: Settings, _args: argparse.Namespace) -> int:
     from ehr.store.clients import ClientRegistry
 
-    async def job(db: Database, keys: KeyStore) -> int:
-        for found in await ClientRegistry(db).list():
+    async def job(db: Database, keys: KeyStore, audit: AuditLog) -> int:
+        for found in await ClientRegistry(db, audit).list():
             status = "disabled" if found.disabled else "active"
             print(f"{found.id} {found.name} {status} x5t#S256={found.cert_thumbprint} scopes={found.scopes}")
         return 0
@@ -183,27 +190,37 @@ def _clients_list(settings: Settings, _args: argparse.Namespace) -> int:
 def _clients_disable(settings: Settings, args: argparse.Namespace) -> int:
     from ehr.store.clients import ClientRegistry
 
-    async def job(db: Database, keys: KeyStore) -> int:
-        await ClientRegistry(db).set_disabled(args.client_id, args.disabled)
+    async def job(db: Database, keys: KeyStore, audit: AuditLog) -> int:
+        await ClientRegistry(db, audit).set_disabled(operator_context(), args.client_id, args.disabled)
         return 0
 
     return _run(settings, job)
 
 
 def _keys_rotate(settings: Settings, args: argparse.Namespace) -> int:
+    from ehr.audit.events import Interaction
     from ehr.crypto.keys import FileKeyStore
 
-    keys = FileKeyStore(settings.keys_dir)
-    kid = keys.rotate_signing_key() if args.signing else keys.rotate_kek()
-    print(f"new active {'signing key' if args.signing else 'key-encryption key'}: {kid}")
-    return 0
+    async def job(db: Database, keys: KeyStore, audit: AuditLog) -> int:
+        kind = "signing key" if args.signing else "key-encryption key"
+        async with audit.audited(operator_context(), Interaction("key-rotate")) as event:
+            store = FileKeyStore(settings.keys_dir)
+            kid = store.rotate_signing_key() if args.signing else store.rotate_kek()
+            event.detail = {"kind": kind, "new_key_id": kid}
+        print(f"new active {kind}: {kid}")
+        return 0
+
+    return _run(settings, job)
 
 
 def _keys_rewrap(settings: Settings, _args: argparse.Namespace) -> int:
+    from ehr.audit.events import Interaction
     from ehr.store.rewrap import rewrap_all
 
-    async def job(db: Database, keys: KeyStore) -> int:
-        count = await rewrap_all(db, keys)
+    async def job(db: Database, keys: KeyStore, audit: AuditLog) -> int:
+        async with audit.audited(operator_context(), Interaction("key-rewrap")) as event:
+            count = await rewrap_all(db, keys)
+            event.detail = {"rewrapped": str(count), "kek": keys.active_kek()[0]}
         print(f"re-wrapped {count} data keys")
         return 0
 

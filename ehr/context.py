@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import secrets
 from dataclasses import dataclass, field
 
@@ -39,3 +40,14 @@ def anonymous_context(address: str | None) -> AccessContext:
 def system_context(name: str, scopes: str = "system/*.cruds") -> AccessContext:
     """A context for the server's own command-line tools (import, verify) run by an operator."""
     return AccessContext(actor=f"cli:{name}", actor_display=name, permissions=Permissions.parse(scopes))
+
+
+def operator_context() -> AccessContext:
+    """The operator running an ``ehr`` command: the OS account is who (no data permissions)."""
+    user = getpass.getuser()
+    return AccessContext(actor=f"operator:{user}", actor_display=user, permissions=Permissions(()))
+
+
+def server_context(base_url: str) -> AccessContext:
+    """The server itself, for its own events (start, stop)."""
+    return AccessContext(actor="server", actor_display=base_url, permissions=Permissions(()))

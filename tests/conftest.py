@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from ehr.api.app import create_app
 from ehr.api.services import Services
 from ehr.audit.log import AuditLog
+from ehr.context import operator_context
 from ehr.crypto.keys import MemoryKeyStore
 from ehr.db.database import Database, open_database
 from ehr.db.engine import ddl_engine, ensure_schema
@@ -183,7 +184,7 @@ async def make_client(services: Services, pem: str | None) -> httpx.AsyncClient:
 
 
 async def register(services: Services, pem: str, scopes: str, name: str = "test-client") -> str:
-    added = await services.clients.add(name, certificate_thumbprint(pem), scopes)
+    added = await services.clients.add(operator_context(), name, certificate_thumbprint(pem), scopes)
     return added.id
 
 

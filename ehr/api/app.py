@@ -14,12 +14,15 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ehr import __version__
 from ehr.api import render
+from ehr.api.audit_routes import audit_routes
 from ehr.api.auth import CertificateAuth, ClientCache
 from ehr.api.router import FhirRouter, route_table
-from ehr.api.audit_routes import audit_routes
 from ehr.api.routes import routes
 from ehr.api.services import Services
+from ehr.audit.events import Interaction
+from ehr.context import server_context
 from ehr.errors import Category, EhrError
 from ehr.fhir.validator import validate
 from ehr.settings import Settings
@@ -64,6 +67,8 @@ def create_app(settings: Settings, services: Services | None = None) -> ASGIApp:
             return
         opened = await Services.open(settings)
         running.install(opened)
+        me = server_context(opened.base)
+        await opened.audit.record(me, Interaction("server-start", detail=_configuration(settings)))
         sealer = asyncio.get_running_loop().create_task(opened.audit.run_sealer(settings.audit_seal_seconds))
         _settle()
         try:
@@ -72,6 +77,7 @@ def create_app(settings: Settings, services: Services | None = None) -> ASGIApp:
             sealer.cancel()
             with suppress(asyncio.CancelledError):
                 await sealer
+            await opened.audit.record(me, Interaction("server-stop"))
             await opened.audit.seal()
             await opened.close()
 
@@ -81,6 +87,21 @@ def create_app(settings: Settings, services: Services | None = None) -> ASGIApp:
         running.install(services)
     fhir = FhirRouter(route_table(audit_routes + routes), fallback=host)  # specific before generic
     return _WithServices(CertificateAuth(fhir, clients=running.clients), running)
+
+
+def _configuration(settings: Settings) -> dict[str, str]:
+    """What the server started with, for its audit event: no secrets (the database URL may hold a
+    password: only its engine is named)."""
+    return {
+        "version": __version__,
+        "base_url": settings.fhir_base,
+        "listen": f"{settings.host}:{settings.port}",
+        "workers": str(settings.workers),
+        "database": settings.database.split(":", 1)[0],
+        "tls_cert": str(settings.server_cert),
+        "client_ca": str(settings.ca_cert),
+        "keys": str(settings.keys_dir),
+    }
 
 
 def _settle() -> None:

@@ -38,7 +38,7 @@ class Services:
             keys=keys,
             store=Store(db, keys, audit, clock),
             audit=audit,
-            clients=ClientRegistry(db),
+            clients=ClientRegistry(db, audit),
             capability_statement=capability_statement(settings.fhir_base, published),
             base=settings.fhir_base,
         )

@@ -43,6 +43,7 @@ class Interaction:
     outcome: str = "0"                 # 0 success, 4 minor failure, 8 serious failure, 12 major failure
     outcome_desc: str | None = None    # what went wrong; never ePHI
     extra_entities: list[dict[str, Any]] = field(default_factory=list)
+    detail: dict[str, str] = field(default_factory=dict)  # non-ePHI facts (configuration, key ids)
     committed: bool = False            # set when the event went into the interaction's own transaction
 
     @property
@@ -82,11 +83,24 @@ def build(ctx: AccessContext, what: Interaction, *, event_id: str, recorded: str
     return event
 
 
+# Non-REST events: subtype -> DICOM audit event type (DCM, as R4's audit-event-type value set allows)
+_DCM_TYPES = {
+    "server-start": ("110100", "Application Activity"),
+    "server-stop": ("110100", "Application Activity"),
+    "authenticate": ("110114", "User Authentication"),
+    "client-add": ("110137", "User Security Attributes Changed"),
+    "client-disable": ("110137", "User Security Attributes Changed"),
+    "client-enable": ("110137", "User Security Attributes Changed"),
+    "key-rotate": ("110113", "Security Alert"),
+    "key-rewrap": ("110113", "Security Alert"),
+}
+
+
 def _event_type(what: Interaction) -> dict[str, str]:
     if what.subtype in REST_INTERACTIONS:
         return dict(_REST_TYPE)
-    return {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "110114"
-            if what.subtype.startswith("user-") else "110113"}  # DCM User Authentication / Security Alert
+    code, display = _DCM_TYPES.get(what.subtype, ("110113", "Security Alert"))
+    return {"system": _DCM, "code": code, "display": display}
 
 
 def _subtype(code: str) -> dict[str, str]:
@@ -139,6 +153,13 @@ def _entities(what: Interaction) -> list[dict[str, Any]]:
                 "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2"},
                 "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "24"},
                 "query": base64.b64encode(what.query.encode()).decode(),
+            }
+        )
+    if what.detail:
+        entities.append(
+            {
+                "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "4"},
+                "detail": [{"type": name, "valueString": value} for name, value in sorted(what.detail.items())],
             }
         )
     return entities + what.extra_entities

@@ -6,6 +6,7 @@ import httpx
 import pytest
 
 from ehr.api.services import Services
+from ehr.context import operator_context
 from ehr.pki import DevPki
 from tests.api.test_crud import PATIENT, create, outcome
 from tests.conftest import make_client, register
@@ -130,7 +131,7 @@ async def test_unregistered_certificate_is_401(services: Services, pki: DevPki) 
 async def test_disabled_client_is_403(services: Services, pki: DevPki) -> None:
     pem = pki.client_cert.read_text()
     client_id = await register(services, pem, "system/*.cruds")
-    await services.clients.set_disabled(client_id, True)
+    await services.clients.set_disabled(operator_context(), client_id, True)
     async with await make_client(services, pem) as disabled:
         response = await disabled.get("Patient/1")
     assert response.status_code == 403

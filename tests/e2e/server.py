@@ -56,7 +56,7 @@ def running_server(
     process = subprocess.Popen([*EHR, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"https://127.0.0.1:{port}/fhir"
     try:
-        _wait_ready(base, home, process)
+        wait_ready(base, home, process)
         yield base
     finally:
         process.terminate()
@@ -69,7 +69,7 @@ def running_server(
             process.stdout.close()
 
 
-def _wait_ready(base: str, home: Path, process: subprocess.Popen[bytes]) -> None:
+def wait_ready(base: str, home: Path, process: subprocess.Popen[bytes]) -> None:
     context = client_context(home, None)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
