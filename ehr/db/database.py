@@ -94,7 +94,7 @@ def _one_statement(statements: Sequence[Statement]) -> tuple[str, ...]:
     parts: list[str] = []
     args: list[Any] = []
     for text, values in statements:
-        parts.append(_renumber(text, len(args)))
+        parts.append(_renumber(text, len(args)) if args else text)
         args.extend(values)
     head = ", ".join(f"s{n} AS ({part})" for n, part in enumerate(parts[:-1]))
     combined = f"WITH {head} {parts[-1]}" if head else parts[-1]
