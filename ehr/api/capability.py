@@ -1,4 +1,4 @@
-"""The CapabilityStatement, generated from what the server really supports (no search yet)."""
+"""The CapabilityStatement, generated from what the server really supports."""
 
 from __future__ import annotations
 
@@ -7,11 +7,29 @@ from ehr.crypto.canonical import canonical_json
 from ehr.fhir.validator import RESOURCE_TYPES
 
 _TYPE_INTERACTIONS = ("read", "vread", "update", "delete", "history-instance", "history-type", "create")
+# The audit log is read-only over FHIR (ehr/audit/review.py, ehr/audit/search_params.py).
+_AUDIT_PARAMS = (
+    ("_id", "token"), ("patient", "reference"), ("agent", "reference"), ("date", "date"), ("action", "token"),
+    ("outcome", "token"), ("entity", "reference"), ("subtype", "token"), ("address", "string"),
+)
+_ACCESS_LOG = {
+    "name": "access-log",
+    "definition": "urn:ehr:OperationDefinition/Patient-access-log",
+    "documentation": "Accounting of disclosures: every AuditEvent about this patient in [start, end).",
+}
+
+
+def _audit_event() -> dict[str, object]:
+    return {
+        "type": "AuditEvent",
+        "interaction": [{"code": "read"}, {"code": "search-type"}],
+        "searchParam": [{"name": name, "type": kind} for name, kind in _AUDIT_PARAMS],
+    }
 
 
 def capability_statement(base: str, published: str) -> bytes:
     resources = [
-        {
+        _audit_event() if name == "AuditEvent" else {
             "type": name,
             "interaction": [{"code": code} for code in _TYPE_INTERACTIONS],
             "versioning": "versioned-update",
@@ -24,6 +42,9 @@ def capability_statement(base: str, published: str) -> bytes:
         }
         for name in sorted(RESOURCE_TYPES)
     ]
+    for resource in resources:
+        if resource["type"] == "Patient":
+            resource["operation"] = [_ACCESS_LOG]
     statement = {
         "resourceType": "CapabilityStatement",
         "status": "active",

@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 
 from ehr.api.capability import capability_statement
 from ehr.audit.log import AuditLog
+from ehr.audit.review import AuditReview
+from ehr.audit.search_params import Paging
 from ehr.crypto.keys import FileKeyStore, KeyStore
 from ehr.db.database import Database, open_database
 from ehr.db.engine import ensure_schema
@@ -22,6 +24,7 @@ class Services:
     keys: KeyStore
     store: Store
     audit: AuditLog
+    audit_review: AuditReview
     clients: ClientRegistry
     capability_statement: bytes
     base: str  # the public FHIR base URL, e.g. https://ehr.example.org/fhir
@@ -38,6 +41,9 @@ class Services:
             keys=keys,
             store=Store(db, keys, audit, clock),
             audit=audit,
+            audit_review=AuditReview(
+                db, keys, audit, paging=Paging(settings.page_size_default, settings.page_size_max)
+            ),
             clients=ClientRegistry(db, audit),
             capability_statement=capability_statement(settings.fhir_base, published),
             base=settings.fhir_base,
