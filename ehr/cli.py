@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ehr.audit.alerts import RULES
 from ehr.context import operator_context
 from ehr.errors import EhrError
 from ehr.settings import Settings
@@ -67,6 +68,10 @@ def _parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="the audit log").add_subparsers(required=True)
     audit_verify = audit.add_parser("verify", help="check the audit log's chain, checkpoints and records")
     audit_verify.set_defaults(handler=_audit_verify)
+    audit_alerts = audit.add_parser("alerts", help="alerts raised by the review rules, oldest first")
+    audit_alerts.add_argument("--since", help="only alerts raised at or after this ISO 8601 instant")
+    audit_alerts.add_argument("--rule", choices=RULES, help="only alerts of this rule")
+    audit_alerts.set_defaults(handler=_audit_alerts)
 
     keys = sub.add_parser("keys", help="key management").add_subparsers(required=True)
     rotate = keys.add_parser("rotate", help="add a new key-encryption key (and with --signing, a signing key)")
@@ -157,6 +162,19 @@ def _audit_verify(settings: Settings, _args: argparse.Namespace) -> int:
         verdict = "OK" if report.ok else f"FAILED ({len(report.problems)} problem(s))"
         print(f"{verdict}: {report.chained} chained events, {report.checkpoints} checkpoints, {report.pending} pending")
         return 0 if report.ok else 1
+
+    return _run(settings, job)
+
+
+def _audit_alerts(settings: Settings, args: argparse.Namespace) -> int:
+    from ehr.audit.alert_store import format_alert, list_alerts, parse_since
+
+    since_us = parse_since(args.since) if args.since else 0
+
+    async def job(db: Database, keys: KeyStore, audit: AuditLog) -> int:
+        for row in await list_alerts(db, since_us, args.rule):
+            print(format_alert(row))
+        return 0
 
     return _run(settings, job)
 

@@ -32,6 +32,24 @@ class Settings(BaseSettings):
     client_cache_seconds: float = Field(default=5.0, ge=0, description="how long a client registration is cached")
     db_pool_size: int = Field(default=20, ge=1)
     audit_seal_seconds: float = Field(default=1.0, gt=0, description="how often pending audit events are chained")
+    # Audit review alerts (ehr/audit/alerts.py, docs/adr/0007-audit-alerts.md)
+    alert_mass_access_patients: int = Field(
+        default=50, ge=1, description="mass access: alert when one actor reads more distinct patients than this"
+    )
+    alert_mass_access_minutes: float = Field(default=10, gt=0, description="mass access: within this many minutes")
+    alert_refusals: int = Field(
+        default=5, ge=0, description="refusals: alert on more 401/403 outcomes than this from one actor or address"
+    )
+    alert_refusals_minutes: float = Field(default=5, gt=0, description="refusals: within this many minutes")
+    alert_hours: str = Field(default="07:00-19:00", description="off-hours: access outside these local hours alerts")
+    alert_timezone: str = Field(default="UTC", description="off-hours: the IANA time zone of alert_hours")
+    alert_quiet_minutes: float = Field(
+        default=60, gt=0, description="off-hours and break-glass: at most one alert per actor in this many minutes"
+    )
+    alert_webhook_url: SecretStr | None = Field(
+        default=None, description="POST alerts as JSON here (https; http only to loopback)"
+    )
+    alert_webhook_ca: Path | None = Field(default=None, description="CA file for the webhook's certificate")
 
     @property
     def pki_dir(self) -> Path:

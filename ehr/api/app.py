@@ -21,11 +21,13 @@ from ehr.api.auth import CertificateAuth, ClientCache
 from ehr.api.router import FhirRouter, route_table
 from ehr.api.routes import routes
 from ehr.api.services import Services
+from ehr.audit.alert_store import AlertMonitor
 from ehr.audit.events import Interaction
 from ehr.context import server_context
 from ehr.errors import Category, EhrError
 from ehr.fhir.validator import validate
 from ehr.settings import Settings
+from ehr.store.service import SystemClock
 
 
 @dataclass(slots=True)
@@ -67,6 +69,9 @@ def create_app(settings: Settings, services: Services | None = None) -> ASGIApp:
             return
         opened = await Services.open(settings)
         running.install(opened)
+        monitor = AlertMonitor.from_settings(settings, opened.db, opened.keys, SystemClock())
+        opened.audit.on_sealed = monitor.on_sealed
+        monitor.start()
         me = server_context(opened.base)
         await opened.audit.record(me, Interaction("server-start", detail=_configuration(settings)))
         sealer = asyncio.get_running_loop().create_task(opened.audit.run_sealer(settings.audit_seal_seconds))
@@ -79,6 +84,7 @@ def create_app(settings: Settings, services: Services | None = None) -> ASGIApp:
                 await sealer
             await opened.audit.record(me, Interaction("server-stop"))
             await opened.audit.seal()
+            await monitor.stop()
             await opened.close()
 
     host = FastAPI(lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None)

@@ -20,7 +20,7 @@ import json
 import logging
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -31,7 +31,7 @@ from ehr.context import AccessContext
 from ehr.crypto.canonical import canonical_json
 from ehr.crypto.envelope import seal
 from ehr.crypto.keys import KeyStore
-from ehr.db.database import Database, Executor, Statement
+from ehr.db.database import Database, Executor, Row, Statement
 from ehr.errors import Category, EhrError
 from ehr.store.records import instant
 
@@ -54,7 +54,8 @@ _HORIZON = {
     "sqlite": "SELECT 1 AS xmin",  # BEGIN IMMEDIATE: no other writer is running
 }
 _READY = (
-    "SELECT p.event_id, e.content_hash FROM audit_pending p JOIN audit_event e ON e.id = p.event_id "
+    "SELECT p.event_id, e.content_hash, e.recorded_us, e.action, e.subtype, e.outcome, e.agent, e.patient, "
+    "e.purpose, e.address FROM audit_pending p JOIN audit_event e ON e.id = p.event_id "
     "WHERE p.xid < $1 ORDER BY e.seq LIMIT $2"
 )
 
@@ -111,6 +112,8 @@ class AuditLog:
         self._source = source
         self._queue: list[tuple[Recorded, asyncio.Future[None]]] = []
         self._flushing = False
+        # Told (first chain position, rows) after each sealing commit; must return at once (alerts).
+        self.on_sealed: Callable[[int, Sequence[Row]], None] | None = None
 
     # -- record ------------------------------------------------------------------------------
 
@@ -214,12 +217,16 @@ class AuditLog:
             ready = await tx.fetch_all(_READY, int(horizon["xmin"]), _SEAL_BATCH)
             if not ready:
                 return 0
-            await self._extend(tx, ready)
+            first = await self._extend(tx, ready)
+        if self.on_sealed is not None:
+            self.on_sealed(first, ready)
         return len(ready)
 
-    async def _extend(self, tx: Executor, ready: Sequence[Any]) -> None:
+    async def _extend(self, tx: Executor, ready: Sequence[Any]) -> int:
+        """Chain ``ready`` after the head; returns the position of the first."""
         head = await tx.fetch_one("SELECT pos, hash FROM audit_chain ORDER BY pos DESC LIMIT 1")
         pos, previous = (int(head["pos"]), bytes(head["hash"])) if head else (0, GENESIS)
+        first = pos + 1
         chain: list[Statement] = []
         for item in ready:
             pos += 1
@@ -240,6 +247,7 @@ class AuditLog:
             marks = ", ".join(f"${n}" for n in range(1, len(part) + 1))
             chain.append((f"DELETE FROM audit_pending WHERE event_id IN ({marks})", part))
         await tx.execute_all(chain)
+        return first
 
     async def run_sealer(self, interval: float) -> None:
         """Seal every ``interval`` seconds until cancelled."""
