@@ -1,4 +1,4 @@
-"""The ``ehr`` command: init, serve, verify, clients, keys."""
+"""The ``ehr`` command: init, serve, verify, clients, audit, keys."""
 
 from __future__ import annotations
 
@@ -68,6 +68,20 @@ def _parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="the audit log").add_subparsers(required=True)
     audit_verify = audit.add_parser("verify", help="check the audit log's chain, checkpoints and records")
     audit_verify.set_defaults(handler=_audit_verify)
+    export = audit.add_parser("export", help="write the events of [since, until) and their proof to a directory")
+    export.add_argument("--since", required=True, help="ISO 8601 date or date-time, inclusive (no offset: UTC)")
+    export.add_argument("--until", required=True, help="ISO 8601 date or date-time, exclusive")
+    export.add_argument("--format", choices=("jsonl", "bundle"), default="jsonl", dest="fmt")
+    export.add_argument("--out", required=True, type=Path, help="a new (or empty) directory; it will hold ePHI")
+    export.set_defaults(handler=_audit_export)
+    verify_export = audit.add_parser("verify-export", help="check an export with no database and no secret")
+    verify_export.add_argument("directory", type=Path)
+    verify_export.add_argument("--jwks", type=Path, help="the server's JWKS, obtained out of band")
+    verify_export.set_defaults(handler=_audit_verify_export)
+    stream = audit.add_parser("stream", help="chained events as SIEM JSON lines on stdout (no ePHI)")
+    stream.add_argument("--since-pos", type=int, default=0, help="start after this chain position")
+    stream.add_argument("--follow", action="store_true", help="keep writing new events as they are chained")
+    stream.set_defaults(handler=_audit_stream)
     audit_alerts = audit.add_parser("alerts", help="alerts raised by the review rules, oldest first")
     audit_alerts.add_argument("--since", help="only alerts raised at or after this ISO 8601 instant")
     audit_alerts.add_argument("--rule", choices=RULES, help="only alerts of this rule")
@@ -107,6 +121,7 @@ def _run(settings: Settings, job: Callable[[Database, KeyStore, AuditLog], Await
 
 
 def _init(settings: Settings, _args: argparse.Namespace) -> int:
+    from ehr.audit.pseudonym import ensure_pseudonym_secret
     from ehr.crypto.keys import FileKeyStore
     from ehr.pki import certificate_thumbprint, ensure_dev_pki
     from ehr.store.clients import ClientRegistry
@@ -114,6 +129,7 @@ def _init(settings: Settings, _args: argparse.Namespace) -> int:
     settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
     pki = ensure_dev_pki(settings.pki_dir)
     FileKeyStore.create(settings.keys_dir)
+    ensure_pseudonym_secret(settings.keys_dir)
     thumbprint = certificate_thumbprint(pki.client_cert.read_bytes())
 
     async def job(db: Database, keys: KeyStore, audit: AuditLog) -> int:
@@ -177,6 +193,77 @@ def _audit_alerts(settings: Settings, args: argparse.Namespace) -> int:
         return 0
 
     return _run(settings, job)
+
+
+def _audit_export(settings: Settings, args: argparse.Namespace) -> int:
+    from ehr.audit.events import Interaction
+    from ehr.audit.export import export_audit, parse_instant
+    from ehr.store.service import SystemClock
+
+    since, until = parse_instant(args.since), parse_instant(args.until)
+    detail = {"since": args.since, "until": args.until, "format": args.fmt, "directory": str(args.out.resolve())}
+
+    async def job(db: Database, keys: KeyStore, audit: AuditLog) -> int:
+        while await audit.seal():  # chain what is ready first
+            pass
+        what = Interaction("audit-export", "AuditEvent", detail=detail)
+        async with audit.audited(operator_context(), what):
+            report = await export_audit(
+                db, keys, args.out, since_us=since, until_us=until, fmt=args.fmt, now_us=SystemClock().now_us()
+            )
+            what.detail["events"] = str(report.events)
+        print(f"exported {report.events} events ({report.links} chain links, {report.checkpoints} checkpoints) "
+              f"to {args.out}, signed by {report.kid}")
+        if report.pending:
+            print(f"note: {report.pending} event(s) recorded in the range are not chained yet and were left out")
+        return 0
+
+    return _run(settings, job)
+
+
+def _audit_verify_export(_settings: Settings, args: argparse.Namespace) -> int:
+    from ehr.audit.export import load_jwks, verify_export
+
+    report = verify_export(args.directory, load_jwks(args.jwks) if args.jwks else None)
+    for problem in report.problems:
+        print(f"BROKEN {problem.where}: {problem.message}")
+    verdict = "OK" if report.ok else f"FAILED ({len(report.problems)} problem(s))"
+    print(f"{verdict}: {report.events} events, {report.links} chain links, {report.checkpoints} checkpoints, "
+          f"signed by {report.kid}")
+    if not args.jwks:
+        print("note: checked against the JWKS inside the export, which proves integrity relative to that key only; "
+              "pass --jwks with the server's published keys to prove it came from the server")
+    if report.pending:
+        print(f"note: {report.pending} event(s) of the range were not chained yet when it was exported")
+    return 0 if report.ok else 1
+
+
+def _audit_stream(settings: Settings, args: argparse.Namespace) -> int:
+    from ehr.audit.events import Interaction
+    from ehr.audit.pseudonym import load_pseudonyms
+    from ehr.audit.siem import stream
+
+    pseudonyms = load_pseudonyms(settings.keys_dir)
+
+    def write(line: str) -> None:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+
+    async def job(db: Database, keys: KeyStore, audit: AuditLog) -> int:
+        await audit.seal()
+        await audit.record(operator_context(), Interaction("audit-stream", "AuditEvent",
+                                                           detail={"after": str(args.since_pos)}))
+        await stream(db, keys, pseudonyms, write, after=args.since_pos, follow=args.follow,
+                     poll_s=settings.audit_seal_seconds)
+        return 0
+
+    try:
+        return _run(settings, job)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # e.g. `ehr audit stream | head`
+        sys.stderr.close()
+        return 0
 
 
 def _clients_add(settings: Settings, args: argparse.Namespace) -> int:

@@ -32,6 +32,12 @@ class Settings(BaseSettings):
     client_cache_seconds: float = Field(default=5.0, ge=0, description="how long a client registration is cached")
     db_pool_size: int = Field(default=20, ge=1)
     audit_seal_seconds: float = Field(default=1.0, gt=0, description="how often pending audit events are chained")
+    syslog_url: str | None = Field(
+        default=None, description="SIEM feed of the audit log, tls://host:port (RFC 5425); unset: no feed"
+    )
+    syslog_ca: Path | None = Field(default=None, description="CA verifying the syslog receiver; default: system CAs")
+    syslog_cert: Path | None = Field(default=None, description="client certificate for the syslog receiver, if it asks")
+    syslog_key: Path | None = Field(default=None, description="the client certificate's private key")
     # Audit review alerts (ehr/audit/alerts.py, docs/adr/0007-audit-alerts.md)
     alert_mass_access_patients: int = Field(
         default=50, ge=1, description="mass access: alert when one actor reads more distinct patients than this"

@@ -75,13 +75,16 @@ def create_app(settings: Settings, services: Services | None = None) -> ASGIApp:
         me = server_context(opened.base)
         await opened.audit.record(me, Interaction("server-start", detail=_configuration(settings)))
         sealer = asyncio.get_running_loop().create_task(opened.audit.run_sealer(settings.audit_seal_seconds))
+        forwarding = _start_forwarder(settings, opened)
         _settle()
         try:
             yield
         finally:
-            sealer.cancel()
-            with suppress(asyncio.CancelledError):
-                await sealer
+            for task in (forwarding, sealer):
+                if task is not None:
+                    task.cancel()
+                    with suppress(asyncio.CancelledError):
+                        await task
             await opened.audit.record(me, Interaction("server-stop"))
             await opened.audit.seal()
             await monitor.stop()
@@ -108,6 +111,19 @@ def _configuration(settings: Settings) -> dict[str, str]:
         "client_ca": str(settings.ca_cert),
         "keys": str(settings.keys_dir),
     }
+
+
+def _start_forwarder(settings: Settings, services: Services) -> asyncio.Task[None] | None:
+    """The SIEM feed (ehr/audit/siem.py), when EHR_SYSLOG_URL is set; it never delays a request."""
+    if not settings.syslog_url:
+        return None
+    from ehr.audit.pseudonym import load_pseudonyms
+    from ehr.audit.siem import Forwarder, tls_sender
+    from ehr.store.service import SystemClock
+
+    sender = tls_sender(settings.syslog_url, settings.syslog_ca, settings.syslog_cert, settings.syslog_key)
+    forwarder = Forwarder(services.db, services.keys, load_pseudonyms(settings.keys_dir), sender, SystemClock())
+    return asyncio.get_running_loop().create_task(forwarder.run(settings.audit_seal_seconds))
 
 
 def _settle() -> None:

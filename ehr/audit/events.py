@@ -93,6 +93,8 @@ _DCM_TYPES = {
     "client-enable": ("110137", "User Security Attributes Changed"),
     "key-rotate": ("110113", "Security Alert"),
     "key-rewrap": ("110113", "Security Alert"),
+    "audit-export": ("110106", "Export"),
+    "audit-stream": ("110106", "Export"),
 }
 
 

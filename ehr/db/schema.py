@@ -132,6 +132,17 @@ audit_checkpoint = Table(
     Column("signature", LargeBinary, nullable=False),
 )
 
+# Where each audit forwarder (ehr/audit/siem.py) has got to in the chain, and which process holds the
+# lease to send (one of many forwards). The one mutable audit table; no ePHI.
+audit_forward = Table(
+    "audit_forward",
+    metadata,
+    Column("name", String(64), primary_key=True),        # e.g. "syslog"
+    Column("pos", BigInteger, nullable=False),            # last chain position delivered
+    Column("holder", String(64), nullable=True),          # the forwarder instance holding the lease
+    Column("lease_until_us", BigInteger, nullable=True),
+)
+
 # Alerts raised by the review rules (ehr/audit/alerts.py).
 audit_alert = Table(
     "audit_alert",
