@@ -48,11 +48,12 @@ def client_context(home: Path, cert: str | None = "client") -> ssl.SSLContext:
 
 @contextmanager
 def running_server(
-    home: Path, database_url: str | None = None, workers: int = 1, port: int | None = None
+    home: Path, database_url: str | None = None, workers: int = 1, port: int | None = None, **extra: str
 ) -> Iterator[str]:
-    """Serve until the block ends; yields the FHIR base URL once /metadata answers over TLS."""
+    """Serve until the block ends; yields the FHIR base URL once /metadata answers over TLS.
+    ``extra`` are more EHR_* environment variables."""
     port = port or free_port()
-    env = environment(home, database_url, EHR_PORT=str(port), EHR_WORKERS=str(workers))
+    env = environment(home, database_url, EHR_PORT=str(port), EHR_WORKERS=str(workers), **extra)
     process = subprocess.Popen([*EHR, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"https://127.0.0.1:{port}/fhir"
     try:

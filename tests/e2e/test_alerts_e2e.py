@@ -5,10 +5,8 @@ address between them; the alert is counted across both, stored once, POSTed once
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,8 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ADMIN_URL, _admin
-from tests.e2e.server import EHR, client_context, ehr, environment, free_port, wait_ready
+from tests.e2e.server import client_context, ehr, running_server
 
 pytestmark = pytest.mark.slow
 
@@ -48,41 +45,12 @@ def receiver() -> Iterator[tuple[str, list[dict[str, Any]]]]:
         server.server_close()
 
 
-@contextmanager
-def server(home: Path, database_url: str, **env: str) -> Iterator[str]:
-    port = free_port()
-    environ = environment(home, database_url, EHR_PORT=str(port), **env)
-    process = subprocess.Popen([*EHR, "serve"], env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    base = f"https://127.0.0.1:{port}/fhir"
-    try:
-        wait_ready(base, home, process)
-        yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
-        if process.stdout:
-            process.stdout.close()
-
-
-@pytest.fixture
-def database(engine_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
-    if engine_kind == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'state' / 'ehr.sqlite3'}"
-        return
-    request.getfixturevalue("postgres_url")  # skips (or fails in CI) when PostgreSQL is unreachable
-    name = f"ehr_alerts_{uuid.uuid4().hex[:12]}"
-    _admin(ADMIN_URL, f'CREATE DATABASE "{name}"')
-    yield ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    _admin(ADMIN_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def test_refusals_across_two_servers_raise_one_alert(tmp_path: Path, database: str) -> None:
-    home = tmp_path / "state"
-    assert ehr(home, "init", database_url=database).returncode == 0
+def test_refusals_across_two_servers_raise_one_alert(home: Path, server_database: str) -> None:
+    database = server_database
     anonymous = client_context(home, None)
     with receiver() as (url, received), ExitStack() as stack:
         env = {"EHR_ALERT_REFUSALS": "3", "EHR_ALERT_WEBHOOK_URL": url, "EHR_AUDIT_SEAL_SECONDS": "0.2"}
-        bases = [stack.enter_context(server(home, database, **env)) for _ in range(2)]
+        bases = [stack.enter_context(running_server(home, database, **env)) for _ in range(2)]
         for base in bases * 2:  # 2 + 2 refusals: over the threshold only when both are counted
             assert httpx.get(f"{base}/Patient/p1", verify=anonymous).status_code == 401
         deadline = time.monotonic() + 20
