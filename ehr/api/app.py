@@ -1,5 +1,5 @@
 """The ASGI application: certificate authentication in front of the FHIR router; FastAPI hosts the
-lifespan and everything outside /fhir (nothing yet: later the SMART endpoints)."""
+lifespan (every HTTP request goes through the FHIR router, which audits it)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 
-from fastapi import FastAPI, Request
-from starlette.exceptions import HTTPException
-from starlette.responses import Response
+from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ehr import __version__
-from ehr.api import render
 from ehr.api.audit_routes import audit_routes
 from ehr.api.auth import CertificateAuth, ClientCache
 from ehr.api.router import FhirRouter, route_table
@@ -91,7 +88,6 @@ def create_app(settings: Settings, services: Services | None = None) -> ASGIApp:
             await opened.close()
 
     host = FastAPI(lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None)
-    host.add_exception_handler(HTTPException, _on_http_error)  # type: ignore[arg-type]
     if services is not None:
         running.install(services)
     fhir = FhirRouter(route_table(audit_routes + routes), fallback=host)  # specific before generic
@@ -137,8 +133,3 @@ def _settle() -> None:
 def app_from_environment() -> ASGIApp:
     """uvicorn factory for worker processes: settings come from the EHR_* environment."""
     return create_app(Settings())
-
-
-async def _on_http_error(_request: Request, exc: HTTPException) -> Response:
-    category = {404: Category.NOT_FOUND, 405: Category.NOT_SUPPORTED}.get(exc.status_code, Category.INVALID)
-    return render.error(EhrError(category, str(exc.detail), headers=dict(exc.headers or {})))

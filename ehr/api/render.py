@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import Iterable, Mapping
 from email.utils import formatdate
 
 from starlette.responses import Response
 
 from ehr.crypto.canonical import canonical_json
+from ehr.cursor import decode, encode
 from ehr.errors import EhrError, operation_outcome
 from ehr.store.records import Version
 
@@ -68,15 +67,15 @@ def bundle(kind: str, total: int | None, links: Iterable[tuple[str, str]], entri
 
 
 def encode_cursor(cursor: tuple[int, str, str, int]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(list(cursor)).encode()).decode().rstrip("=")
+    return encode(list(cursor))
 
 
 def decode_cursor(token: str) -> tuple[int, str, str, int]:
     """Raises ValueError on anything that is not a cursor this server made."""
-    raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-    ts_us, res_type, res_id, version = json.loads(raw)
-    if not (isinstance(ts_us, int) and isinstance(res_type, str) and isinstance(res_id, str)):
+    values = decode(token)
+    if len(values) != 4:
         raise ValueError("bad cursor")
-    if not isinstance(version, int):
+    ts_us, res_type, res_id, version = values
+    if not (type(ts_us) is int and isinstance(res_type, str) and isinstance(res_id, str) and type(version) is int):
         raise ValueError("bad cursor")
     return ts_us, res_type, res_id, version

@@ -4,7 +4,8 @@ every error to an OperationOutcome in one place.
 Why not FastAPI's router: profiling showed its layers (dependency resolution, exit stacks,
 telemetry and body-limit middleware, exception wrappers) costing a large share of a read's CPU;
 the FHIR URL grammar is small enough to match directly (docs/adr/0005-raw-driver-hot-path.md).
-FastAPI still hosts everything outside /fhir and the lifespan.
+Every HTTP request comes here, so every one leaves an AuditEvent; FastAPI hosts the lifespan (and,
+when they come, endpoints outside /fhir: route them here with their own audit).
 """
 
 from __future__ import annotations
@@ -34,18 +35,17 @@ def route_table(routes: list[tuple[str, str, Handler, str]]) -> RouteTable:
 
 
 class FhirRouter:
-    def __init__(self, table: RouteTable, fallback: ASGIApp, prefix: str = "/fhir") -> None:
-        self._prefix = prefix
-        self._fallback = fallback
+    def __init__(self, table: RouteTable, fallback: ASGIApp) -> None:
+        self._fallback = fallback  # everything that is not HTTP (the lifespan)
         self._by_length: dict[int, list[tuple[tuple[str, ...], str, Handler, str]]] = {}
         for (pattern, method), (handler, code) in table.items():
             self._by_length.setdefault(len(pattern), []).append((pattern, method, handler, code))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path: str = scope.get("path", "")
-        if scope["type"] != "http" or not (path == self._prefix or path.startswith(self._prefix + "/")):
+        if scope["type"] != "http":
             await self._fallback(scope, receive, send)
             return
+        path: str = scope["path"]  # any path: one outside the table is a 404, audited like the rest
         failure: EhrError | None = None
         try:
             response = await self._dispatch(scope, receive, path)

@@ -9,14 +9,13 @@ Error messages name the parameter, never the value (a value may be ePHI).
 
 from __future__ import annotations
 
-import base64
 import calendar
-import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
 
+from ehr import cursor
 from ehr.audit.events import REST_INTERACTIONS
 from ehr.errors import Category, EhrError
 
@@ -111,16 +110,17 @@ def parse_access_log(
 
 
 def encode_cursor(position: Position) -> str:
-    raw = json.dumps([position.recorded_us, position.seq]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return cursor.encode([position.recorded_us, position.seq])
 
 
 def decode_cursor(token: str) -> Position:
     try:
-        recorded_us, seq = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-    except (ValueError, TypeError):
+        recorded_us, seq = cursor.decode(token)
+    except ValueError:
         raise bad("_cursor is not a cursor from this server") from None
-    if not all(type(n) is int and -(2**63) <= n < 2**63 for n in (recorded_us, seq)):  # BIGINT columns
+    if type(recorded_us) is not int or type(seq) is not int:  # not bool either
+        raise bad("_cursor is not a cursor from this server")
+    if not all(-(2**63) <= n < 2**63 for n in (recorded_us, seq)):  # BIGINT columns
         raise bad("_cursor is not a cursor from this server")
     return Position(recorded_us, seq)
 

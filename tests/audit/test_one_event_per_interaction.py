@@ -41,6 +41,7 @@ CASES: list[tuple[str, Call, int, str, str, str]] = [
      415, "create", "C", "4"),
     ("not acceptable", lambda c, i: c.get(f"Patient/{i}", params={"_format": "xml"}), 406, "read", "R", "4"),
     ("unknown endpoint", lambda c, i: c.get(f"Patient/{i}/$everything/x/y"), 404, "unknown", "E", "4"),
+    ("outside /fhir", lambda c, i: c.get("https://ehr.test/robots.txt"), 404, "unknown", "E", "4"),
     ("method not allowed", lambda c, i: c.patch(f"Patient/{i}", content=b"[]"), 405, "unknown", "E", "4"),
 ]
 
