@@ -91,6 +91,8 @@ def element_entries(
     path: str = element["path"]
     name = path.rsplit(".", 1)[1]
     base: Json = {"min": element["min"], "max": element["max"]}
+    if element.get("isSummary"):
+        base["summary"] = True  # kept by _summary=true (http://hl7.org/fhir/R4/search.html#summary)
     if element["max"] not in ("1", "*"):
         raise ValueError(f"unexpected max {element['max']} on {path}")
     if has_children:

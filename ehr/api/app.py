@@ -17,6 +17,7 @@ from ehr.api.audit_routes import audit_routes
 from ehr.api.auth import CertificateAuth, ClientCache
 from ehr.api.router import FhirRouter, route_table
 from ehr.api.routes import routes
+from ehr.api.search_routes import search_routes
 from ehr.api.services import Services
 from ehr.audit.alert_store import AlertMonitor
 from ehr.audit.events import Interaction
@@ -90,7 +91,7 @@ def create_app(settings: Settings, services: Services | None = None) -> ASGIApp:
     host = FastAPI(lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None)
     if services is not None:
         running.install(services)
-    fhir = FhirRouter(route_table(audit_routes + routes), fallback=host)  # specific before generic
+    fhir = FhirRouter(route_table(audit_routes + routes + search_routes), fallback=host)  # specific before generic
     return _WithServices(CertificateAuth(fhir, clients=running.clients), running)
 
 

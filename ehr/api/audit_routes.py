@@ -13,12 +13,11 @@ from starlette.responses import Response
 
 from ehr.api import negotiate, render
 from ehr.api.router import Handler
+from ehr.api.scope import context_of, services_of
 from ehr.api.services import Services
 from ehr.audit.review import AuditPage, AuditReview, StoredEvent
 from ehr.audit.search_params import Paging, encode_cursor
-from ehr.context import AccessContext
 from ehr.crypto.canonical import canonical_json
-from ehr.errors import Category, EhrError
 
 
 def review_of(services: Services) -> AuditReview:
@@ -32,25 +31,26 @@ def review_of(services: Services) -> AuditReview:
 
 async def search(request: Request) -> Response:
     negotiate.check_accept(request)
-    services = _services(request)
+    services = services_of(request)
     page = await review_of(services).search(
-        _context(request), request.query_params.multi_items(), lenient=_lenient(request), query=_query(request)
+        context_of(request), request.query_params.multi_items(), lenient=negotiate.lenient(request),
+        query=_query(request),
     )
     return _searchset(page, f"{services.base}/AuditEvent", services.base)
 
 
 async def read(request: Request) -> Response:
     negotiate.check_accept(request)
-    event = await review_of(_services(request)).read(_context(request), request.path_params["res_id"])
+    event = await review_of(services_of(request)).read(context_of(request), request.path_params["res_id"])
     return render.fhir(200, event.body)
 
 
 async def access_log(request: Request) -> Response:
     negotiate.check_accept(request)
-    services = _services(request)
+    services = services_of(request)
     patient = request.path_params["res_id"]
     page = await review_of(services).access_log(
-        _context(request), patient, request.query_params.multi_items(), lenient=_lenient(request),
+        context_of(request), patient, request.query_params.multi_items(), lenient=negotiate.lenient(request),
         query=_query(request),
     )
     return _searchset(page, f"{services.base}/Patient/{quote(patient, safe='')}/$access-log", services.base)
@@ -58,7 +58,7 @@ async def access_log(request: Request) -> Response:
 
 async def refuse(request: Request) -> Response:
     code: str = request.scope["ehr.interaction"]
-    await review_of(_services(request)).refuse(_context(request), code, request.path_params.get("res_id"))
+    await review_of(services_of(request)).refuse(context_of(request), code, request.path_params.get("res_id"))
 
 
 def _searchset(page: AuditPage, url: str, base: str) -> Response:
@@ -76,30 +76,10 @@ def _entry(event: StoredEvent, base: str) -> bytes:
     return head[:-1] + b',"resource":' + event.body + b"}"  # the sealed bytes, as they are
 
 
-def _lenient(request: Request) -> bool:
-    """``Prefer: handling=lenient`` (R4 search.html#errors); strict is the default."""
-    for header in request.headers.getlist("prefer"):
-        for part in header.split(","):
-            name, _, value = part.strip().partition("=")
-            if name.strip().lower() == "handling":
-                return value.strip().strip('"').lower() == "lenient"
-    return False
-
-
 def _query(request: Request) -> str | None:
     return request.url.query or None
 
 
-def _services(request: Request) -> Services:
-    services: Services = request.scope["ehr.services"]
-    return services
-
-
-def _context(request: Request) -> AccessContext:
-    ctx: AccessContext | None = request.scope.get("ehr.context")
-    if ctx is None:  # the auth middleware guards every path but /metadata; this is a second lock
-        raise EhrError(Category.UNAUTHENTICATED, "authentication required")
-    return ctx
 
 
 # (path, method, handler, FHIR interaction: the AuditEvent subtype when the review is not reached)

@@ -5,8 +5,11 @@ from __future__ import annotations
 from ehr import __version__
 from ehr.crypto.canonical import canonical_json
 from ehr.fhir.validator import RESOURCE_TYPES
+from ehr.store.search import supported_params
 
-_TYPE_INTERACTIONS = ("read", "vread", "update", "delete", "history-instance", "history-type", "create")
+_TYPE_INTERACTIONS = (
+    "read", "vread", "update", "delete", "history-instance", "history-type", "create", "search-type",
+)
 # The audit log is read-only over FHIR (ehr/audit/review.py, ehr/audit/search_params.py).
 _AUDIT_PARAMS = (
     ("_id", "token"), ("patient", "reference"), ("agent", "reference"), ("date", "date"), ("action", "token"),
@@ -17,6 +20,25 @@ _ACCESS_LOG = {
     "definition": "urn:ehr:OperationDefinition/Patient-access-log",
     "documentation": "Accounting of disclosures: every AuditEvent about this patient in [start, end).",
 }
+_EVERYTHING = {
+    "name": "everything",
+    "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+    "documentation": "Every resource in the patient's compartment, the Patient included, paged.",
+}
+
+
+def _search(name: str) -> dict[str, object]:
+    """The parameters searched by, and the includes they allow (reference parameters)."""
+    found = supported_params(name)
+    references = sorted(code for code, p in found.items() if p.type == "reference")
+    return {
+        "searchInclude": [f"{name}:{code}" for code in references],
+        "searchParam": [
+            {"name": code, "definition": p.url, "type": p.type, "documentation": p.description}
+            if p.description else {"name": code, "definition": p.url, "type": p.type}
+            for code, p in sorted(found.items())
+        ],
+    }
 
 
 def _audit_event() -> dict[str, object]:
@@ -39,12 +61,13 @@ def capability_statement(base: str, published: str) -> bytes:
             "conditionalRead": "full-support",
             "conditionalUpdate": False,
             "conditionalDelete": "not-supported",
+            **_search(name),
         }
         for name in sorted(RESOURCE_TYPES)
     ]
     for resource in resources:
         if resource["type"] == "Patient":
-            resource["operation"] = [_ACCESS_LOG]
+            resource["operation"] = [_ACCESS_LOG, _EVERYTHING]
     statement = {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -73,7 +96,11 @@ def capability_statement(base: str, published: str) -> bytes:
                     "with SMART system/ scopes, is required for every interaction but metadata.",
                 },
                 "resource": resources,
-                "interaction": [{"code": "history-system"}],
+                "interaction": [{"code": "history-system"}, {"code": "search-system"}],
+                "searchParam": [
+                    {"name": code, "definition": p.url, "type": p.type}
+                    for code, p in sorted(supported_params("Resource").items())
+                ],
             }
         ],
     }

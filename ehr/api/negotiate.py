@@ -36,6 +36,15 @@ async def read_resource(request: Request, limit: int) -> Any:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in _JSON_TYPES:
         raise EhrError(Category.UNSUPPORTED_MEDIA, "send application/fhir+json")
+    body = await read_body(request, limit)
+    try:
+        return parse_json(body)
+    except InvalidJSON as exc:
+        raise EhrError(Category.INVALID, f"the body is not valid JSON: {exc}") from None
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused (413) as soon as it passes ``limit`` bytes."""
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
         raise EhrError(Category.TOO_LARGE, f"the body exceeds {limit} bytes")
@@ -44,10 +53,7 @@ async def read_resource(request: Request, limit: int) -> Any:
         body += chunk
         if len(body) > limit:
             raise EhrError(Category.TOO_LARGE, f"the body exceeds {limit} bytes")
-    try:
-        return parse_json(bytes(body))
-    except InvalidJSON as exc:
-        raise EhrError(Category.INVALID, f"the body is not valid JSON: {exc}") from None
+    return bytes(body)
 
 
 def prefer_return(request: Request) -> str:
@@ -94,3 +100,13 @@ def count_param(request: Request, default: int, maximum: int) -> int:
     if not raw.isdigit():
         raise EhrError(Category.INVALID, "_count must be a non-negative integer")
     return min(int(raw), maximum)
+
+
+def lenient(request: Request) -> bool:
+    """``Prefer: handling=lenient`` (R4 search.html#errors); strict is the default."""
+    for header in request.headers.getlist("prefer"):
+        for part in header.split(","):
+            name, _, value = part.strip().partition("=")
+            if name.strip().lower() == "handling":
+                return value.strip().strip('"').lower() == "lenient"
+    return False

@@ -11,32 +11,20 @@ from starlette.responses import Response
 
 from ehr.api import negotiate, render
 from ehr.api.router import Handler
-from ehr.api.services import Services
-from ehr.context import AccessContext
+from ehr.api.scope import context_of, services_of
 from ehr.crypto.canonical import canonical_json
 from ehr.errors import Category, EhrError, information_outcome
 from ehr.store.records import Version
-
-
-def _services(request: Request) -> Services:
-    services: Services = request.scope["ehr.services"]
-    return services
 
 
 def _path(request: Request, *names: str) -> list[str]:
     return [request.path_params[name] for name in names]
 
 
-def _context(request: Request) -> AccessContext:
-    ctx: AccessContext | None = request.scope.get("ehr.context")
-    if ctx is None:  # the auth middleware guards every path but /metadata; this is a second lock
-        raise EhrError(Category.UNAUTHENTICATED, "authentication required")
-    return ctx
-
 
 async def capabilities(request: Request) -> Response:
     negotiate.check_accept(request)
-    return render.fhir(200, _services(request).capability_statement)
+    return render.fhir(200, services_of(request).capability_statement)
 
 
 async def history_system(request: Request) -> Response:
@@ -56,8 +44,8 @@ async def history_instance(request: Request) -> Response:
 async def read(request: Request) -> Response:
     res_type, res_id = _path(request, "res_type", "res_id")
     negotiate.check_accept(request)
-    services = _services(request)
-    found = await services.store.read(_context(request), res_type, res_id)
+    services = services_of(request)
+    found = await services.store.read(context_of(request), res_type, res_id)
     headers = render.version_headers(found)
     if _not_modified(request, found):
         return render.fhir(304, None, headers)
@@ -69,8 +57,8 @@ async def vread(request: Request) -> Response:
     negotiate.check_accept(request)
     if not version.isdigit() or len(version) > 9:
         raise EhrError(Category.NOT_FOUND, "no such version")
-    services = _services(request)
-    found = await services.store.vread(_context(request), res_type, res_id, int(version))
+    services = services_of(request)
+    found = await services.store.vread(context_of(request), res_type, res_id, int(version))
     headers = render.version_headers(found)
     return render.fhir(200, found.body, headers)
 
@@ -78,19 +66,19 @@ async def vread(request: Request) -> Response:
 async def create(request: Request) -> Response:
     (res_type,) = _path(request, "res_type")
     negotiate.check_accept(request)
-    services = _services(request)
+    services = services_of(request)
     resource = await negotiate.read_resource(request, services.settings.max_body_bytes)
-    written = await services.store.create(_context(request), res_type, resource)
+    written = await services.store.create(context_of(request), res_type, resource)
     return _written(request, written, 201, services.base)
 
 
 async def update(request: Request) -> Response:
     res_type, res_id = _path(request, "res_type", "res_id")
     negotiate.check_accept(request)
-    services = _services(request)
+    services = services_of(request)
     if_match = negotiate.etag_version(request.headers.get("if-match"), "If-Match")
     resource = await negotiate.read_resource(request, services.settings.max_body_bytes)
-    result = await services.store.update(_context(request), res_type, res_id, resource, if_match)
+    result = await services.store.update(context_of(request), res_type, res_id, resource, if_match)
     return _written(request, result.version, 201 if result.created else 200, services.base)
 
 
@@ -98,7 +86,7 @@ async def delete(request: Request) -> Response:
     res_type, res_id = _path(request, "res_type", "res_id")
     negotiate.check_accept(request)
     if_match = negotiate.etag_version(request.headers.get("if-match"), "If-Match")
-    tombstone = await _services(request).store.delete(_context(request), res_type, res_id, if_match)
+    tombstone = await services_of(request).store.delete(context_of(request), res_type, res_id, if_match)
     headers = {"ETag": tombstone.etag} if tombstone else {}
     if negotiate.prefer_return(request) == "OperationOutcome":
         message = "deleted" if tombstone else "nothing to delete"
@@ -108,7 +96,7 @@ async def delete(request: Request) -> Response:
 
 async def _history(request: Request, res_type: str | None, res_id: str | None) -> Response:
     negotiate.check_accept(request)
-    services = _services(request)
+    services = services_of(request)
     settings = services.settings
     params = request.query_params
     count = negotiate.count_param(request, settings.page_size_default, settings.page_size_max)
@@ -121,7 +109,7 @@ async def _history(request: Request, res_type: str | None, res_id: str | None) -
         except ValueError:
             raise EhrError(Category.INVALID, "_cursor is not a cursor from this server") from None
     page = await services.store.history(
-        _context(request), res_type, res_id, count=count, since_us=since_us, cursor=cursor,
+        context_of(request), res_type, res_id, count=count, since_us=since_us, cursor=cursor,
         query=request.url.query,
     )
     path = "/".join(p for p in (services.base, res_type, res_id, "_history") if p)

@@ -39,7 +39,7 @@ class Services:
             settings=settings,
             db=db,
             keys=keys,
-            store=Store(db, keys, audit, clock),
+            store=Store(db, keys, audit, clock, base=settings.fhir_base, page_size=settings.page_size_default),
             audit=audit,
             audit_review=AuditReview(
                 db, keys, audit, paging=Paging(settings.page_size_default, settings.page_size_max)

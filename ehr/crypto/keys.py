@@ -1,7 +1,9 @@
-"""Key stores: AES-256 key-encryption keys (KEKs) and Ed25519 signing keys, by key id.
+"""Key stores: AES-256 key-encryption keys (KEKs), Ed25519 signing keys and the search index key, by key id.
 
 A key id is ``<kind>-<sequence>-<8 hex>``, e.g. ``kek-000002-9f1c03aa``; the highest sequence
-of a kind is the active key, older ones stay for opening and verifying what they made.
+of a kind is the active key, older ones stay for opening and verifying what they made. The index
+key (``idx``) keys the blind search index (docs/adr/0008-search-index.md); there is no rotation
+command for it, since a new one means re-indexing every resource.
 
 ``FileKeyStore`` keeps one file per key in a directory that must live outside the database:
 ``<dir>/<kid>.key`` holding 32 raw bytes (the AES key, or the RFC 8032 §5.1.5 Ed25519 private
@@ -28,10 +30,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from ehr.crypto.signing import Signer, public_jwk
 
 KEY_BYTES = 32
-Kind = Literal["kek", "sig"]
-_KINDS: tuple[Kind, ...] = ("kek", "sig")
+Kind = Literal["kek", "sig", "idx"]
+_KINDS: tuple[Kind, ...] = ("kek", "sig", "idx")
+_KIND_NAMES: dict[Kind, str] = {"kek": "key-encryption key", "sig": "signing key", "idx": "search index key"}
 T = TypeVar("T")
-_KID = re.compile(r"(kek|sig)-(\d{6,})-([0-9a-f]{8})")
+_KID = re.compile(r"(kek|sig|idx)-(\d{6,})-([0-9a-f]{8})")
 _SUFFIX = ".key"
 _RACY_NS = 2_000_000_000
 
@@ -51,6 +54,7 @@ class KeyStore(Protocol):
     def signer(self) -> Signer: ...
     def verification_key(self, kid: str) -> Ed25519PublicKey: ...
     def jwks(self) -> dict[str, Any]: ...
+    def index_key(self) -> bytes: ...
 
 
 def _order(kid: str) -> tuple[int, str]:
@@ -67,12 +71,14 @@ class _Snapshot:
     public: dict[str, Ed25519PublicKey] = field(repr=False)
     active_kek: str
     active_signing: str
+    index: bytes = field(repr=False)
 
     @classmethod
-    def of(cls, keks: dict[str, bytes], seeds: dict[str, bytes], where: str) -> _Snapshot:
-        if not keks or not seeds:
-            missing = "key-encryption key" if not keks else "signing key"
-            raise KeyStoreError(f"no {missing} in {where}; run FileKeyStore.create first")
+    def of(cls, material: dict[Kind, dict[str, bytes]], where: str) -> _Snapshot:
+        keks, seeds, index = material["kek"], material["sig"], material["idx"]
+        for kind, name in _KIND_NAMES.items():
+            if not material[kind]:
+                raise KeyStoreError(f"no {name} in {where}; run `ehr init` (FileKeyStore.create)")
         signing = {kid: Ed25519PrivateKey.from_private_bytes(s) for kid, s in seeds.items()}
         return cls(
             keks=dict(keks),
@@ -80,6 +86,7 @@ class _Snapshot:
             public={kid: key.public_key() for kid, key in signing.items()},
             active_kek=max(keks, key=_order),
             active_signing=max(seeds, key=_order),
+            index=index[max(index, key=_order)],
         )
 
 
@@ -101,6 +108,9 @@ class _KeyRing:
 
     def verification_key(self, kid: str) -> Ed25519PublicKey:
         return self._find(kid, lambda s: s.public.get(kid))
+
+    def index_key(self) -> bytes:
+        return self._current().index
 
     def jwks(self) -> dict[str, Any]:
         public = self._current().public
@@ -130,9 +140,9 @@ class MemoryKeyStore(_KeyRing):
 
     def __init__(self, seed: bytes = b"ehr-test-keys") -> None:
         self._seed = seed
-        self._material: dict[Kind, dict[str, bytes]] = {"kek": {}, "sig": {}}
-        self._add("kek")
-        self._add("sig")
+        self._material: dict[Kind, dict[str, bytes]] = {"kek": {}, "sig": {}, "idx": {}}
+        for kind in _KINDS:
+            self._add(kind)
 
     def rotate_kek(self) -> str:
         return self._add("kek")
@@ -146,7 +156,7 @@ class MemoryKeyStore(_KeyRing):
         kid = f"{label}-{self._derive(label + '/id')[:4].hex()}"
         keys[kid] = self._derive(label)
         if all(self._material.values()):
-            self._snapshot = _Snapshot.of(self._material["kek"], self._material["sig"], "MemoryKeyStore")
+            self._snapshot = _Snapshot.of(self._material, "MemoryKeyStore")
         return kid
 
     def _derive(self, label: str) -> bytes:
@@ -206,10 +216,10 @@ class FileKeyStore(_KeyRing):
 
     def _reloaded(self) -> _Snapshot:
         stamp = _stamp(self._directory)
-        material: dict[str, dict[str, bytes]] = {"kek": {}, "sig": {}}
+        material: dict[Kind, dict[str, bytes]] = {"kek": {}, "sig": {}, "idx": {}}
         for kind, kid in _list_keys(self._directory):
             material[kind][kid] = _read_key(self._directory / (kid + _SUFFIX))
-        snapshot = _Snapshot.of(material["kek"], material["sig"], str(self._directory))
+        snapshot = _Snapshot.of(material, str(self._directory))
         self._snapshot, self._stamp = snapshot, stamp
         return snapshot
 
@@ -256,7 +266,8 @@ def _list_keys(directory: Path) -> list[tuple[Kind, str]]:
         kid = name.removesuffix(_SUFFIX)
         match = _KID.fullmatch(kid)
         if name.endswith(_SUFFIX) and match:
-            found.append(("kek" if match.group(1) == "kek" else "sig", kid))
+            kind: Kind = "kek" if match.group(1) == "kek" else "sig" if match.group(1) == "sig" else "idx"
+            found.append((kind, kid))
     return found
 
 

@@ -16,6 +16,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Float,
     Index,
     Integer,
     LargeBinary,
@@ -64,6 +65,7 @@ resource_head = Table(
     Column("sig_kid", String(64), nullable=False),
     Column("signature", LargeBinary, nullable=False),
 )
+Index("ix_head_type_ts", resource_head.c.res_type, resource_head.c.ts_us)
 
 client = Table(
     "client",
@@ -75,6 +77,69 @@ client = Table(
     Column("created_us", BigInteger, nullable=False),
     Column("disabled", Boolean, nullable=False, default=False),
 )
+
+# -- search index (docs/adr/0008-search-index.md) ---------------------------------------------------
+# Derived from each resource's current version, replaced in the same statement as every write; not
+# part of the signed record (a damaged index can be rebuilt from the versions). Names, identifiers,
+# codes and other strings are stored only as keyed hashes (ehr/crypto/blind.py).
+search_key = Table(   # string, token and uri values: one blind key per (form, prefix) of each value
+    "search_key",
+    metadata,
+    Column("res_type", String(64), nullable=False),
+    Column("res_id", String(64), nullable=False),
+    Column("param", String(100), nullable=False),
+    Column("k", LargeBinary(16), nullable=False),
+)
+Index("ix_search_key", search_key.c.k, search_key.c.res_id)
+Index("ix_search_key_res", search_key.c.res_type, search_key.c.res_id, search_key.c.param)
+
+search_ref = Table(   # references: to a local resource (target type and id) or to an absolute URL
+    "search_ref",
+    metadata,
+    Column("res_type", String(64), nullable=False),
+    Column("res_id", String(64), nullable=False),
+    Column("param", String(100), nullable=False),
+    Column("target_type", String(64), nullable=True),
+    Column("target_id", String(64), nullable=True),
+    Column("url", String(2048), nullable=True),
+)
+Index("ix_search_ref_target", search_ref.c.target_id, search_ref.c.target_type, search_ref.c.param)
+Index("ix_search_ref_res", search_ref.c.res_type, search_ref.c.res_id, search_ref.c.param)
+
+search_date = Table(  # dates as half-open ranges [lo, hi) in microseconds since the epoch, UTC
+    "search_date",
+    metadata,
+    Column("res_type", String(64), nullable=False),
+    Column("res_id", String(64), nullable=False),
+    Column("param", String(100), nullable=False),
+    Column("lo", BigInteger, nullable=False),
+    Column("hi", BigInteger, nullable=False),
+)
+Index("ix_search_date", search_date.c.res_type, search_date.c.param, search_date.c.lo, search_date.c.hi)
+Index("ix_search_date_res", search_date.c.res_type, search_date.c.res_id, search_date.c.param)
+
+search_number = Table(  # numbers, and quantities with their unit
+    "search_number",
+    metadata,
+    Column("res_type", String(64), nullable=False),
+    Column("res_id", String(64), nullable=False),
+    Column("param", String(100), nullable=False),
+    Column("value", Float, nullable=False),
+    Column("system", String(256), nullable=True),
+    Column("code", String(64), nullable=True),
+)
+Index("ix_search_number", search_number.c.res_type, search_number.c.param, search_number.c.value)
+Index("ix_search_number_res", search_number.c.res_type, search_number.c.res_id, search_number.c.param)
+
+search_compartment = Table(  # the patients whose compartment a resource is in (CompartmentDefinition)
+    "search_compartment",
+    metadata,
+    Column("patient", String(64), nullable=False),
+    Column("res_type", String(64), nullable=False),
+    Column("res_id", String(64), nullable=False),
+)
+Index("ix_search_compartment", search_compartment.c.patient, search_compartment.c.res_type, search_compartment.c.res_id)
+Index("ix_search_compartment_res", search_compartment.c.res_type, search_compartment.c.res_id)
 
 # -- audit log (docs/adr/0006-audit-log.md) ---------------------------------------------------------
 # Every interaction's AuditEvent, sealed like a resource body; the columns are what review searches on.

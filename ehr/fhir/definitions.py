@@ -29,6 +29,7 @@ class ElementTable(TypedDict, total=False):
     binding: str
     choice: str
     attribute: bool
+    summary: bool
 
 
 class Table(TypedDict):
@@ -52,6 +53,7 @@ class Element:
     value_set: str | None               # ... and its canonical URL
     choice: str | None                  # "value" for valueString, valueQuantity, ...
     extensible: bool                    # primitive that may have a "_name" sibling
+    summary: bool = False               # isSummary: kept by _summary=true
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,4 +119,5 @@ def _element(
         value_set=binding,
         choice=entry.get("choice"),
         extensible=check is not None and not entry.get("attribute", False) and type_name != "xhtml",
+        summary=entry.get("summary", False),
     )

@@ -50,7 +50,3 @@ def stamp(resource: dict[str, Any], res_id: str, version: int, last_updated: str
     stamped.pop("_id", None)
     return canonical_json(stamped)
 
-
-def compartment_of(res_type: str, res_id: str) -> str | None:
-    """The patient compartment key. Until the search issue indexes references, only Patients know theirs."""
-    return res_id if res_type == "Patient" else None

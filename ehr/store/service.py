@@ -14,11 +14,16 @@ from typing import Any, Protocol
 from ehr.audit.events import Interaction
 from ehr.audit.log import AuditLog
 from ehr.context import AccessContext
+from ehr.crypto.blind import BlindIndex
 from ehr.crypto.keys import KeyStore
 from ehr.db.database import Conflict, Database, Executor, Row
 from ehr.errors import Category, EhrError
-from ehr.store import ingest, policy, sql
+from ehr.fhir.search.model import Search
+from ehr.fhir.validator import RESOURCE_TYPES
+from ehr.store import index, ingest, policy, sql
 from ehr.store.records import GENESIS, Version, head_row, instant, seal_version, to_version
+from ehr.store.search import Page, Runner, Scope
+from ehr.store.search_sql import Compiler
 
 _WRITE_ATTEMPTS = 3
 Cursor = tuple[int, str, str, int]
@@ -47,11 +52,24 @@ class HistoryPage:
 
 
 class Store:
-    def __init__(self, db: Database, keys: KeyStore, audit: AuditLog, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        keys: KeyStore,
+        audit: AuditLog,
+        clock: Clock | None = None,
+        *,
+        base: str,
+        page_size: int = 50,
+    ) -> None:
+        """``base`` is this server's FHIR base URL (references to it are local); ``page_size`` the
+        default number of search matches per page."""
         self._db = db
         self._keys = keys
         self._audit = audit
         self._clock = clock or SystemClock()
+        self.indexer = index.Indexer(BlindIndex(keys.index_key()), base)
+        self._page_size = page_size
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -128,6 +146,29 @@ class Store:
         next_cursor = (last.ts_us, last.res_type, last.res_id, last.version) if last else None
         return HistoryPage(versions, int(total_row["n"]) if total_row else 0, next_cursor)
 
+    async def search(
+        self, ctx: AccessContext, search: Search, *, query: str, patient: str | None = None
+    ) -> tuple[Page, list[Version], list[Version]]:
+        """One page of a search: the page (total, cursors), its matches and its included resources,
+        decrypted. ``patient`` confines matches and includes to that patient's compartment."""
+        level = "search-system" if search.resource_type is None else "search-type"
+        what = Interaction(level, search.resource_type, query=query, patient=patient)
+        async with self._audit.audited(ctx, what):
+            readable = policy.readable_types(ctx)
+            if search.resource_type is not None:
+                self._authorize(ctx, search.resource_type, "s")
+                types: tuple[str, ...] = (search.resource_type,)
+            else:
+                types = tuple(sorted(readable if readable is not None else RESOURCE_TYPES))
+            runner = Runner(self._db, self._compiler, self._page_size)
+            page = await runner.page(search, Scope(types or ("",), readable, patient))
+            matches = [to_version(self._keys, row) for row in page.matches]
+            included = [to_version(self._keys, row) for row in page.included]
+            return page, matches, included
+
+    def _compiler(self) -> Compiler:
+        return Compiler(self.indexer.blind, self.indexer.local_target, self._clock.now_us())
+
     # -- writes ------------------------------------------------------------------------------
 
     async def create(self, ctx: AccessContext, res_type: str, resource: Any) -> Version:
@@ -194,11 +235,12 @@ class Store:
         version = 1 if head is None else head["version"] + 1
         ts_us = self._clock.now_us() if head is None else max(self._clock.now_us(), head["ts_us"] + 1)
         body = None if resource is None else ingest.stamp(resource, res_id, version, instant(ts_us))
+        rows = None if resource is None else self.indexer.rows(res_type, res_id, resource)
         row: dict[str, Any] = {
             "res_type": res_type,
             "res_id": res_id,
             "version": version,
-            "compartment": ingest.compartment_of(res_type, res_id),
+            "compartment": rows.compartment if rows is not None else head["compartment"] if head else None,
             "ts_us": ts_us,
             "method": method,
             "deleted": resource is None,
@@ -213,6 +255,7 @@ class Store:
             [
                 (sql.INSERT_VERSION, [row[c] for c in sql.VERSION_COLUMNS]),
                 (sql.INSERT_HEAD if head is None else sql.UPDATE_HEAD, [new_head[c] for c in sql.HEAD_COLUMNS]),
+                *index.statements(self._db.dialect, res_type, res_id, rows, replace=head is not None),
                 *audit.statements,
             ]
         )

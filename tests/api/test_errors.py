@@ -111,7 +111,12 @@ async def test_metadata_is_public_and_generated(services: Services) -> None:
     assert {"Patient", "Observation", "MedicinalProduct", "EffectEvidenceSynthesis"} <= types
     patient = next(r for r in statement["rest"][0]["resource"] if r["type"] == "Patient")
     assert {i["code"] for i in patient["interaction"]} >= {"read", "vread", "create", "update", "delete"}
-    assert "searchParam" not in patient  # search is not implemented yet, so none is advertised
+    assert {"search-type"} <= {i["code"] for i in patient["interaction"]}
+    params = {p["name"]: p["type"] for p in patient["searchParam"]}
+    assert params["family"] == "string" and params["identifier"] == "token" and params["birthdate"] == "date"
+    assert "Patient:general-practitioner" in patient["searchInclude"]
+    observation = next(r for r in statement["rest"][0]["resource"] if r["type"] == "Observation")
+    assert "code-value-quantity" not in {p["name"] for p in observation["searchParam"]}  # composites: not yet
 
 
 async def test_no_certificate_is_401(services: Services) -> None:

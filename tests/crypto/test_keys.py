@@ -28,11 +28,19 @@ def test_create_makes_a_private_directory_with_one_key_of_each_kind(key_dir: Pat
     keys = FileKeyStore.create(key_dir)
     assert mode(key_dir) == 0o700
     files = sorted(key_dir.iterdir())
-    assert [f.name.split("-")[0] for f in files] == ["kek", "sig"]
+    assert [f.name.split("-")[0] for f in files] == ["idx", "kek", "sig"]
     for f in files:
         assert mode(f) == 0o600 and f.stat().st_size == 32
-    assert keys.active_kek()[0] + ".key" == files[0].name
-    assert keys.signer().kid + ".key" == files[1].name
+    assert keys.index_key() == files[0].read_bytes()
+    assert keys.active_kek()[0] + ".key" == files[1].name
+    assert keys.signer().kid + ".key" == files[2].name
+
+
+def test_a_key_directory_without_an_index_key_is_refused_with_the_fix(key_dir: Path) -> None:
+    FileKeyStore.create(key_dir)
+    next(key_dir.glob("idx-*.key")).unlink()
+    with pytest.raises(KeyStoreError, match="search index key.*ehr init"):
+        FileKeyStore(key_dir)
 
 
 def test_create_twice_never_changes_keys(key_dir: Path) -> None:

@@ -63,10 +63,11 @@ def test_content_references_point_at_the_backbone_type() -> None:
 
 def test_choice_elements_are_expanded_per_type() -> None:
     patient = _committed()["types"]["Patient"]
-    assert patient["deceasedBoolean"] == {"choice": "deceased", "max": "1", "min": 0, "type": "boolean"}
+    expected = {"choice": "deceased", "max": "1", "min": 0, "summary": True, "type": "boolean"}
+    assert patient["deceasedBoolean"] == expected
     assert patient["deceasedDateTime"]["type"] == "dateTime"
     assert "deceased[x]" not in patient
-    assert patient["id"] == {"attribute": True, "max": "1", "min": 0, "type": "id"}
+    assert patient["id"] == {"attribute": True, "max": "1", "min": 0, "summary": True, "type": "id"}
 
 
 def test_only_enumerable_required_code_bindings_are_kept() -> None:

@@ -1,0 +1,138 @@
+"""The search index rows of one resource, and the statements that replace them on a write.
+
+Extraction (ehr/fhir/search/extract.py) says which values a resource is searchable by; this module
+turns them into rows: strings, tokens and uris as blind keys (ehr/crypto/blind.py), references as
+local (type, id) or a foreign URL, dates as ranges, numbers and quantities as values, and the
+patient compartments. Composite parameters are not indexed yet (left out of the CapabilityStatement).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from ehr.crypto.blind import URI, BlindIndex
+from ehr.db.database import Statement
+from ehr.fhir.search.extract import extract, patient_compartment
+from ehr.fhir.search.values import (
+    DateValue,
+    NumberValue,
+    QuantityValue,
+    ReferenceValue,
+    StringValue,
+    TokenValue,
+    UriValue,
+)
+
+TABLES = ("search_key", "search_ref", "search_date", "search_number", "search_compartment")
+_COLUMNS = {
+    "search_key": ("param", "k"),
+    "search_ref": ("param", "target_type", "target_id", "url"),
+    "search_date": ("param", "lo", "hi"),
+    "search_number": ("param", "value", "system", "code"),
+    "search_compartment": ("patient",),
+}
+_PG_TYPES = {
+    "param": "text", "k": "bytea", "target_type": "text", "target_id": "text", "url": "text",
+    "lo": "bigint", "hi": "bigint", "value": "float8", "system": "text", "code": "text", "patient": "text",
+}
+_LOCAL = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
+_SQLITE_CHUNK = 100
+TEXT_SUFFIX = ":text"  # tokens' display text is indexed as a string under "<param>:text"
+
+
+@dataclass(slots=True)
+class IndexRows:
+    rows: dict[str, list[tuple[Any, ...]]] = field(default_factory=lambda: {t: [] for t in TABLES})
+    patients: frozenset[str] = frozenset()
+
+    @property
+    def compartment(self) -> str | None:
+        """The one patient the version is filed under (audit, distribution): the first of its patients."""
+        return min(self.patients) if self.patients else None
+
+
+class Indexer:
+    def __init__(self, blind: BlindIndex, base: str) -> None:
+        self.blind = blind
+        self._base = base.rstrip("/") + "/"
+
+    def rows(self, res_type: str, res_id: str, resource: dict[str, Any]) -> IndexRows:
+        out = IndexRows()
+        keys: set[tuple[str, bytes]] = set()
+        for param, value in extract(resource):
+            self._add(out, keys, res_type, param, value)
+        out.rows["search_key"] = sorted(keys)
+        patients = set(patient_compartment(resource))
+        if res_type == "Patient":
+            patients.add(res_id)
+        out.patients = frozenset(patients)
+        out.rows["search_compartment"] = [(p,) for p in sorted(patients)]
+        return out
+
+    def _add(self, out: IndexRows, keys: set[tuple[str, bytes]], res_type: str, param: str, value: object) -> None:
+        blind = self.blind
+        match value:
+            case StringValue(text):
+                keys.update((param, k) for k in blind.string_keys(res_type, param, text))
+            case TokenValue(system, code, text):
+                keys.update((param, k) for k in blind.token_keys(res_type, param, system, code))
+                if text:
+                    label = param + TEXT_SUFFIX
+                    keys.update((label, k) for k in blind.string_keys(res_type, label, text))
+            case UriValue(uri):
+                keys.add((param, blind.key(URI, res_type, param, uri)))
+            case ReferenceValue(reference):
+                target = self.local_target(reference)
+                if target is not None:
+                    out.rows["search_ref"].append((param, *target, None))
+                elif not reference.startswith(("urn:", "#")):
+                    out.rows["search_ref"].append((param, None, None, reference[:2048]))
+            case DateValue(lo, hi):
+                out.rows["search_date"].append((param, lo, hi))
+            case NumberValue(number):
+                out.rows["search_number"].append((param, float(number), None, None))
+            case QuantityValue(number, system, code, unit):
+                out.rows["search_number"].append((param, float(number), system, code or unit))
+            case _:
+                pass  # composites: not indexed yet
+
+    def local_target(self, reference: str) -> tuple[str, str] | None:
+        """(type, id) of a reference to a resource on this server, relative or by its absolute URL."""
+        if reference.startswith(self._base):
+            reference = reference[len(self._base):]
+        match = _LOCAL.match(reference)
+        return (match[1], match[2]) if match else None
+
+
+def statements(dialect: str, res_type: str, res_id: str, index: IndexRows | None, replace: bool) -> list[Statement]:
+    """Replace the resource's index rows (``replace``: it had some) with ``index`` (None: a delete)."""
+    out: list[Statement] = []
+    if replace:
+        out += [(f"DELETE FROM {t} WHERE res_type = $1 AND res_id = $2", [res_type, res_id]) for t in TABLES]
+    if index is None:
+        return out
+    for table, rows in index.rows.items():
+        if rows:
+            out += _insert(dialect, table, res_type, res_id, rows)
+    return out
+
+
+def _insert(dialect: str, table: str, res_type: str, res_id: str, rows: list[tuple[Any, ...]]) -> list[Statement]:
+    cols = _COLUMNS[table]
+    names = ", ".join(("res_type", "res_id", *cols))
+    if dialect == "postgresql":  # one statement text whatever the row count (asyncpg prepares each text)
+        arrays = ", ".join(f"${n + 3}::{_PG_TYPES[c]}[]" for n, c in enumerate(cols))
+        sql = f"INSERT INTO {table} ({names}) SELECT $1, $2, * FROM unnest({arrays})"
+        return [(sql, [res_type, res_id, *([row[i] for row in rows] for i in range(len(cols)))])]
+    out: list[Statement] = []
+    width = len(cols)
+    for start in range(0, len(rows), _SQLITE_CHUNK):
+        part = rows[start : start + _SQLITE_CHUNK]
+        values = ", ".join(
+            "($1, $2, " + ", ".join(f"${3 + i * width + j}" for j in range(width)) + ")" for i in range(len(part))
+        )
+        flat = [res_type, res_id, *(v for r in part for v in r)]
+        out.append((f"INSERT INTO {table} ({names}) VALUES {values}", flat))
+    return out

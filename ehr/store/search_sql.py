@@ -1,0 +1,209 @@
+"""Parsed search criteria (ehr/fhir/search/model.py) to SQL over the index tables (ehr/store/index.py).
+
+Every criterion becomes ``(h.res_type, h.res_id) IN (<uncorrelated subquery>)`` over one index
+table, so the planner can run it as a semi-join from the most selective index; ORs of one parameter
+stay inside one subquery. Blind-indexed parameters (strings, tokens, uris) are looked up by their
+keys, computed here from the query values for each resource type searched. Date semantics follow
+search.html#prefix: the stored value [lo, hi) against the search value's range [ql, qh).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+from ehr.crypto.blind import URI, BlindIndex
+from ehr.errors import Category, EhrError
+from ehr.fhir.search.model import (
+    Criterion,
+    DateQuery,
+    HasCriterion,
+    NumberQuery,
+    QuantityQuery,
+    ReferenceQuery,
+    TokenQuery,
+)
+from ehr.store.index import TEXT_SUFFIX
+
+_TABLE = {
+    "string": "search_key", "token": "search_key", "uri": "search_key", "reference": "search_ref",
+    "date": "search_date", "number": "search_number", "quantity": "search_number",
+}
+_MODIFIERS: dict[str, set[str | None]] = {
+    "string": {None, "exact"},
+    "token": {None, "not", "text"},
+    "uri": {None},
+    "reference": {None},
+    "date": {None},
+    "number": {None},
+    "quantity": {None},
+}
+_YEAR_US = 365 * 24 * 3600 * 1_000_000
+
+
+def _date_condition(q: DateQuery, lo: str, hi: str, arg: Any, now_us: int) -> str:
+    """Only the arguments a prefix uses are bound (SQLite refuses unused numbered parameters)."""
+    if q.prefix in ("eq", "ne", "ge", "le"):
+        within = f"({lo} >= {arg(q.low_us)} AND {hi} <= {arg(q.high_us)})"
+    match q.prefix:
+        case "eq":
+            return within
+        case "ne":
+            return f"NOT {within}"
+        case "gt":
+            return f"{hi} > {arg(q.high_us)}"
+        case "lt":
+            return f"{lo} < {arg(q.low_us)}"
+        case "ge":
+            return f"({hi} > {arg(q.high_us)} OR {within})"
+        case "le":
+            return f"({lo} < {arg(q.low_us)} OR {within})"
+        case "sa":
+            return f"{lo} >= {arg(q.high_us)}"
+        case "eb":
+            return f"{hi} <= {arg(q.low_us)}"
+        case _:  # ap: the search range widened by 10% of its distance from now (at least a day)
+            gap = max(abs(now_us - q.low_us) // 10, 24 * 3600 * 1_000_000)
+            return f"({lo} < {arg(q.high_us + gap)} AND {hi} > {arg(q.low_us - gap)})"
+
+
+def _number_condition(q: NumberQuery, col: str, arg: Any) -> str:
+    match q.prefix:
+        case "eq":
+            return f"({col} >= {arg(float(q.low))} AND {col} < {arg(float(q.high))})"
+        case "ne":
+            return f"NOT ({col} >= {arg(float(q.low))} AND {col} < {arg(float(q.high))})"
+        case "gt" | "sa":
+            return f"{col} > {arg(float(q.value))}"
+        case "lt" | "eb":
+            return f"{col} < {arg(float(q.value))}"
+        case "ge":
+            return f"{col} >= {arg(float(q.value))}"
+        case "le":
+            return f"{col} <= {arg(float(q.value))}"
+        case _:  # ap: within 10% of the value
+            spread = abs(q.value) / Decimal(10)
+            return f"({col} >= {arg(float(q.value - spread))} AND {col} <= {arg(float(q.value + spread))})"
+
+
+class Compiler:
+    """Builds one SQL text and its arguments (``$n``); one instance per query."""
+
+    def __init__(self, blind: BlindIndex, local_target: Any, now_us: int) -> None:
+        self.args: list[Any] = []
+        self._blind = blind
+        self._local_target = local_target
+        self._now_us = now_us
+
+    def arg(self, value: Any) -> str:
+        self.args.append(value)
+        return f"${len(self.args)}"
+
+    def args_list(self, values: Sequence[Any]) -> str:
+        return ", ".join(self.arg(v) for v in values) or "NULL"
+
+    def criterion(self, crit: Criterion | HasCriterion, types: Sequence[str], alias: str) -> str:
+        if isinstance(crit, HasCriterion):
+            return self._has(crit, types, alias)
+        param = crit.param
+        row = f"({alias}.res_type, {alias}.res_id)"
+        if param.code in ("_id", "_lastUpdated") and crit.missing is not None:
+            return "FALSE" if crit.missing else "TRUE"  # every resource has both
+        if param.code == "_id":
+            return self._ids(crit, alias)
+        if param.code == "_lastUpdated":
+            ranges = [
+                _date_condition(v, f"{alias}.ts_us", f"({alias}.ts_us + 1)", self.arg, self._now_us)
+                for v in crit.values if isinstance(v, DateQuery)
+            ]
+            return "(" + " OR ".join(ranges) + ")"
+        table = _TABLE.get(param.type)
+        if table is None:
+            raise EhrError(Category.INVALID, f"search parameter '{param.code}' is not supported")
+        if crit.missing is not None:
+            sub = f"SELECT res_type, res_id FROM {table} WHERE param = {self.arg(param.code)}"
+            return f"{row} {'NOT IN' if crit.missing else 'IN'} ({sub} AND res_type IN ({self.args_list(types)}))"
+        if crit.chain is not None:
+            return self._chain(crit, types, row)
+        if crit.modifier not in _MODIFIERS[param.type] and not (param.type == "reference" and _is_type(crit.modifier)):
+            raise EhrError(Category.INVALID, f"modifier ':{crit.modifier}' is not supported on '{param.code}'")
+        if table == "search_key":
+            keys = self._keys(crit, types)
+            negate = "NOT IN" if crit.modifier == "not" else "IN"
+            return f"{row} {negate} (SELECT res_type, res_id FROM search_key WHERE k IN ({self.args_list(keys)}))"
+        where = f"param = {self.arg(param.code)} AND res_type IN ({self.args_list(types)})"
+        conds = " OR ".join(self._value(crit, value) for value in crit.values)
+        return f"{row} IN (SELECT res_type, res_id FROM {table} WHERE {where} AND ({conds or 'FALSE'}))"
+
+    def _ids(self, crit: Criterion, alias: str) -> str:
+        ids = [v.code for v in crit.values if isinstance(v, TokenQuery) and v.code is not None]
+        negate = "NOT IN" if crit.modifier == "not" else "IN"
+        return f"{alias}.res_id {negate} ({self.args_list(ids)})"
+
+    def _keys(self, crit: Criterion, types: Sequence[str]) -> list[bytes]:
+        blind, code, keys = self._blind, crit.param.code, []
+        for res_type in types:
+            for value in crit.values:
+                if crit.modifier == "text":  # a token's display text, indexed as a string
+                    text = value.code if isinstance(value, TokenQuery) else value
+                    keys.append(blind.string_query(res_type, code + TEXT_SUFFIX, str(text or ""), exact=False))
+                elif isinstance(value, TokenQuery):
+                    keys.append(blind.token_query(res_type, code, value.system, value.code))
+                elif isinstance(value, str) and crit.param.type == "uri":
+                    keys.append(blind.key(URI, res_type, code, value))
+                elif isinstance(value, str):
+                    keys.append(blind.string_query(res_type, code, value, exact=crit.modifier == "exact"))
+        return keys
+
+    def _value(self, crit: Criterion, value: Any) -> str:
+        if isinstance(value, DateQuery):
+            return _date_condition(value, "lo", "hi", self.arg, self._now_us)
+        if isinstance(value, QuantityQuery):
+            unit = "" if value.code is None else f" AND code = {self.arg(value.code)}"
+            system = "" if value.system is None else f" AND system = {self.arg(value.system)}"
+            return f"({_number_condition(value.number, 'value', self.arg)}{unit}{system})"
+        if isinstance(value, NumberQuery):
+            return _number_condition(value, "value", self.arg)
+        if isinstance(value, ReferenceQuery):
+            return self._reference(crit, value)
+        raise EhrError(Category.INVALID, f"unsupported value for '{crit.param.code}'")
+
+    def _reference(self, crit: Criterion, ref: ReferenceQuery) -> str:
+        if ref.url is not None:
+            return f"url = {self.arg(ref.url)}"
+        target = ref.type or (crit.modifier if _is_type(crit.modifier) else None)
+        if target is not None:
+            return f"(target_type = {self.arg(target)} AND target_id = {self.arg(ref.id)})"
+        return f"target_id = {self.arg(ref.id)}"
+
+    def _chain(self, crit: Criterion, types: Sequence[str], row: str) -> str:
+        assert crit.chain is not None
+        target = crit.chain_type or (crit.param.targets[0] if len(crit.param.targets) == 1 else None)
+        if target is None:
+            raise EhrError(Category.INVALID, f"chained '{crit.param.code}' needs a type modifier")
+        inner = self.criterion(crit.chain, [target], "c")
+        matched = (
+            f"SELECT c.res_id FROM resource_head c WHERE c.res_type = {self.arg(target)} AND NOT c.deleted AND {inner}"
+        )
+        where = f"param = {self.arg(crit.param.code)} AND res_type IN ({self.args_list(types)})"
+        return (
+            f"{row} IN (SELECT res_type, res_id FROM search_ref WHERE {where} "
+            f"AND target_type = {self.arg(target)} AND target_id IN ({matched}))"
+        )
+
+    def _has(self, crit: HasCriterion, types: Sequence[str], alias: str) -> str:
+        source = crit.source_type
+        inner = self.criterion(crit.criterion, [source], "s")
+        matched = (
+            f"SELECT s.res_id FROM resource_head s WHERE s.res_type = {self.arg(source)} AND NOT s.deleted AND {inner}"
+        )
+        return (
+            f"({alias}.res_type, {alias}.res_id) IN (SELECT target_type, target_id FROM search_ref "
+            f"WHERE res_type = {self.arg(source)} AND param = {self.arg(crit.reference.code)} "
+            f"AND target_type IN ({self.args_list(types)}) AND res_id IN ({matched}))"
+        )
+
+
+def _is_type(modifier: str | None) -> bool:
+    return modifier is not None and modifier[:1].isupper()
