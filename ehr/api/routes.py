@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ehr.api import negotiate, render
+from ehr.api import conditions, negotiate, render
 from ehr.api.router import Handler
 from ehr.api.scope import context_of, services_of
 from ehr.crypto.canonical import canonical_json
@@ -68,8 +68,39 @@ async def create(request: Request) -> Response:
     negotiate.check_accept(request)
     services = services_of(request)
     resource = await negotiate.read_resource(request, services.settings.max_body_bytes)
-    written = await services.store.create(context_of(request), res_type, resource)
-    return _written(request, written, 201, services.base)
+    if_none_exist = request.headers.get("if-none-exist")
+    if if_none_exist is None:
+        written = await services.store.create(context_of(request), res_type, resource)
+        return _written(request, written, 201, services.base)
+    criteria = conditions.criteria(services, res_type, if_none_exist, "If-None-Exist")
+    result = await services.store.conditional_create(
+        context_of(request), res_type, resource, criteria, query=if_none_exist
+    )
+    return _written(request, result.version, 201 if result.created else 200, services.base)
+
+
+async def conditional_update(request: Request) -> Response:
+    (res_type,) = _path(request, "res_type")
+    negotiate.check_accept(request)
+    services = services_of(request)
+    if_match = negotiate.etag_version(request.headers.get("if-match"), "If-Match")
+    criteria = conditions.criteria(services, res_type, request.url.query, "conditional update")
+    resource = await negotiate.read_resource(request, services.settings.max_body_bytes)
+    result = await services.store.conditional_update(
+        context_of(request), res_type, criteria, resource, query=request.url.query, if_match=if_match
+    )
+    return _written(request, result.version, 201 if result.created else 200, services.base)
+
+
+async def conditional_delete(request: Request) -> Response:
+    (res_type,) = _path(request, "res_type")
+    negotiate.check_accept(request)
+    services = services_of(request)
+    criteria = conditions.criteria(services, res_type, request.url.query, "conditional delete")
+    tombstone = await services.store.conditional_delete(
+        context_of(request), res_type, criteria, query=request.url.query
+    )
+    return _deleted(request, tombstone)
 
 
 async def update(request: Request) -> Response:
@@ -87,6 +118,10 @@ async def delete(request: Request) -> Response:
     negotiate.check_accept(request)
     if_match = negotiate.etag_version(request.headers.get("if-match"), "If-Match")
     tombstone = await services_of(request).store.delete(context_of(request), res_type, res_id, if_match)
+    return _deleted(request, tombstone)
+
+
+def _deleted(request: Request, tombstone: Version | None) -> Response:
     headers = {"ETag": tombstone.etag} if tombstone else {}
     if negotiate.prefer_return(request) == "OperationOutcome":
         message = "deleted" if tombstone else "nothing to delete"
@@ -155,4 +190,6 @@ routes: list[tuple[str, str, Handler, str]] = [
     ("/fhir/{res_type}/{res_id}", "PUT", update, "update"),
     ("/fhir/{res_type}/{res_id}", "DELETE", delete, "delete"),
     ("/fhir/{res_type}", "POST", create, "create"),
+    ("/fhir/{res_type}", "PUT", conditional_update, "update"),
+    ("/fhir/{res_type}", "DELETE", conditional_delete, "delete"),
 ]

@@ -129,6 +129,13 @@ class Runner:
         page.included = await self._includes(search, scope, rows)
         return page
 
+    async def ids(self, search: Search, scope: Scope) -> list[str]:
+        """Ids of the first matches in id order, at most the page size (for conditional interactions)."""
+        compiler: Compiler = self._compiler()
+        where = self._where(search, scope, compiler)
+        sql = f"SELECT h.res_id FROM resource_head h WHERE {where} ORDER BY h.res_id LIMIT {self._page_size:d}"
+        return [row["res_id"] for row in await self._db.fetch_all(sql, *compiler.args)]
+
     def _where(self, search: Search, scope: Scope, compiler: Compiler) -> str:
         clauses = [f"h.res_type IN ({compiler.args_list(scope.types)})", "NOT h.deleted"]
         clauses += [compiler.criterion(c, scope.types, "h") for c in search.criteria]

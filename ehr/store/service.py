@@ -9,39 +9,31 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from ehr.audit.events import Interaction
 from ehr.audit.log import AuditLog
 from ehr.context import AccessContext
 from ehr.crypto.blind import BlindIndex
 from ehr.crypto.keys import KeyStore
-from ehr.db.database import Conflict, Database, Executor, Row
+from ehr.db.database import Conflict, Database
 from ehr.errors import Category, EhrError
 from ehr.fhir.search.model import Search
 from ehr.fhir.validator import RESOURCE_TYPES
 from ehr.store import index, ingest, policy, sql
-from ehr.store.records import GENESIS, Version, head_row, instant, seal_version, to_version
+from ehr.store.records import Version, to_version
 from ehr.store.search import Page, Runner, Scope
-from ehr.store.search_sql import Compiler
+from ehr.store.writer import Clock, Writer, WriteResult, one_match
+
+__all__ = ["Clock", "HistoryPage", "Store", "SystemClock", "WriteResult"]
 
 _WRITE_ATTEMPTS = 3
 Cursor = tuple[int, str, str, int]
 
 
-class Clock(Protocol):
-    def now_us(self) -> int: ...
-
-
 class SystemClock:
     def now_us(self) -> int:
         return time.time_ns() // 1000
-
-
-@dataclass(frozen=True, slots=True)
-class WriteResult:
-    version: Version
-    created: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +61,7 @@ class Store:
         self._audit = audit
         self._clock = clock or SystemClock()
         self.indexer = index.Indexer(BlindIndex(keys.index_key()), base)
+        self._writer = Writer(db, keys, audit, self._clock, self.indexer)
         self._page_size = page_size
 
     # -- reads -------------------------------------------------------------------------------
@@ -160,14 +153,11 @@ class Store:
                 types: tuple[str, ...] = (search.resource_type,)
             else:
                 types = tuple(sorted(readable if readable is not None else RESOURCE_TYPES))
-            runner = Runner(self._db, self._compiler, self._page_size)
+            runner = Runner(self._db, self._writer.compiler, self._page_size)
             page = await runner.page(search, Scope(types or ("",), readable, patient))
             matches = [to_version(self._keys, row) for row in page.matches]
             included = [to_version(self._keys, row) for row in page.included]
             return page, matches, included
-
-    def _compiler(self) -> Compiler:
-        return Compiler(self.indexer.blind, self.indexer.local_target, self._clock.now_us())
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -176,8 +166,26 @@ class Store:
         async with self._audit.audited(ctx, Interaction("create", res_type)) as event:
             self._authorize(ctx, res_type, "c")
             ingest.check_resource(resource, res_type, None)
-            # A fresh id has no head to lock: version, head and audit rows go as one atomic statement.
-            return await self._append(self._db, ctx, event, str(uuid.uuid4()), None, resource, "create")
+            return await self._writer.create(self._db, ctx, event, str(uuid.uuid4()), resource)
+
+    async def conditional_create(
+        self, ctx: AccessContext, res_type: str, resource: Any, criteria: Search, *, query: str
+    ) -> WriteResult:
+        """``If-None-Exist``: create unless a resource matches; one match is returned as it is,
+        several are a 412. Racing conditional creates with the same criteria make one resource."""
+        async with self._audit.audited(ctx, Interaction("create", res_type, query=query)) as event:
+            self._authorize(ctx, res_type, "c")
+            self._authorize(ctx, res_type, "s")
+            ingest.check_resource(resource, res_type, None)
+            async with self._db.transaction() as tx:
+                found = one_match(await self._writer.matches(tx, criteria, lock=True), "If-None-Exist")
+                if found is None:
+                    created = await self._writer.create(tx, ctx, event, str(uuid.uuid4()), resource)
+                    return WriteResult(created, created=True)
+                row = await tx.fetch_one(sql.NEWEST, res_type, found)
+            assert row is not None
+            event.resource_id, event.patient = found, row["compartment"]
+            return WriteResult(to_version(self._keys, row), created=False)
 
     async def update(
         self, ctx: AccessContext, res_type: str, res_id: str, resource: Any, if_match: int | None = None
@@ -190,16 +198,33 @@ class Store:
             for _attempt in range(_WRITE_ATTEMPTS):
                 try:
                     async with self._db.transaction() as tx:
-                        head = await tx.fetch_one(sql.HEAD + self._db.for_update, res_type, res_id)
-                        if head is None:
+                        if await self._writer.head(tx, res_type, res_id) is None:
                             self._authorize(ctx, res_type, "c")
-                        _check_precondition(head, if_match)
-                        method = "create" if head is None else "update"
-                        written = await self._append(tx, ctx, event, res_id, head, resource, method)
-                    return WriteResult(written, created=head is None or bool(head["deleted"]))
+                        return await self._writer.update(tx, ctx, event, res_id, resource, if_match)
                 except Conflict:  # a racing create-on-update inserted the same id first: retry as an update
                     event.committed = False
             raise EhrError(Category.CONFLICT, "concurrent writes to this resource; try again")
+
+    async def conditional_update(
+        self, ctx: AccessContext, res_type: str, criteria: Search, resource: Any, *, query: str,
+        if_match: int | None = None,
+    ) -> WriteResult:
+        """``PUT Type?criteria``: no match creates (under the body's id, or a new one), one match is
+        updated (a body id must be that one's), several are a 412."""
+        async with self._audit.audited(ctx, Interaction("update", res_type, query=query)) as event:
+            self._authorize(ctx, res_type, "u")
+            self._authorize(ctx, res_type, "s")
+            async with self._db.transaction() as tx:
+                found = one_match(await self._writer.matches(tx, criteria, lock=True), "conditional update")
+                body_id = resource.get("id") if isinstance(resource, dict) else None
+                if found is not None and body_id is not None and body_id != found:
+                    raise EhrError(Category.INVALID, "the body's id is not the id of the matching resource")
+                res_id = found or body_id or str(uuid.uuid4())
+                if found is None:
+                    self._authorize(ctx, res_type, "c")
+                ingest.check_id(res_id)
+                ingest.check_resource({**resource, "id": res_id}, res_type, res_id)
+                return await self._writer.update(tx, ctx, event, res_id, {**resource, "id": res_id}, if_match)
 
     async def delete(
         self, ctx: AccessContext, res_type: str, res_id: str, if_match: int | None = None
@@ -208,59 +233,26 @@ class Store:
         async with self._audit.audited(ctx, Interaction("delete", res_type, res_id)) as event:
             self._authorize(ctx, res_type, "d")
             async with self._db.transaction() as tx:
-                head = await tx.fetch_one(sql.HEAD + self._db.for_update, res_type, res_id)
-                _check_precondition(head, if_match)
-                if head is None or head["deleted"]:
+                return await self._writer.delete(tx, ctx, event, res_id, if_match)
+
+    async def conditional_delete(
+        self, ctx: AccessContext, res_type: str, criteria: Search, *, query: str
+    ) -> Version | None:
+        """``DELETE Type?criteria``: one match is deleted, none deletes nothing, several are a 412."""
+        async with self._audit.audited(ctx, Interaction("delete", res_type, query=query)) as event:
+            self._authorize(ctx, res_type, "d")
+            self._authorize(ctx, res_type, "s")
+            async with self._db.transaction() as tx:
+                found = one_match(await self._writer.matches(tx, criteria, lock=True), "conditional delete")
+                if found is None:
                     return None
-                return await self._append(tx, ctx, event, res_id, head, None, "delete")
+                return await self._writer.delete(tx, ctx, event, found, None)
 
     # -- internals ---------------------------------------------------------------------------
 
     def _authorize(self, ctx: AccessContext, res_type: str, letter: Any) -> None:
         ingest.check_type(res_type)
         policy.require(ctx, res_type, letter)
-
-    async def _append(
-        self,
-        tx: Executor | Database,
-        ctx: AccessContext,
-        event: Interaction,
-        res_id: str,
-        head: Row | None,
-        resource: Any,
-        method: str,
-    ) -> Version:
-        """Write the next version, its head and its AuditEvent in one atomic unit."""
-        res_type = event.resource_type or ""
-        version = 1 if head is None else head["version"] + 1
-        ts_us = self._clock.now_us() if head is None else max(self._clock.now_us(), head["ts_us"] + 1)
-        body = None if resource is None else ingest.stamp(resource, res_id, version, instant(ts_us))
-        rows = None if resource is None else self.indexer.rows(res_type, res_id, resource)
-        row: dict[str, Any] = {
-            "res_type": res_type,
-            "res_id": res_id,
-            "version": version,
-            "compartment": rows.compartment if rows is not None else head["compartment"] if head else None,
-            "ts_us": ts_us,
-            "method": method,
-            "deleted": resource is None,
-            "actor": ctx.actor,
-            "prev_hash": GENESIS if head is None else bytes(head["hash"]),
-        }
-        seal_version(self._keys, row, body)
-        new_head = head_row(self._keys, row)
-        event.resource_id, event.version, event.patient = res_id, version, row["compartment"]
-        audit = self._audit.prepare(ctx, event)
-        await tx.execute_all(
-            [
-                (sql.INSERT_VERSION, [row[c] for c in sql.VERSION_COLUMNS]),
-                (sql.INSERT_HEAD if head is None else sql.UPDATE_HEAD, [new_head[c] for c in sql.HEAD_COLUMNS]),
-                *index.statements(self._db.dialect, res_type, res_id, rows, replace=head is not None),
-                *audit.statements,
-            ]
-        )
-        event.committed = True
-        return Version(res_type, res_id, version, ts_us, resource is None, method, body)
 
     def _history_filter(
         self, ctx: AccessContext, res_type: str | None, res_id: str | None, since_us: int | None
@@ -293,9 +285,3 @@ class Store:
 def _where(clauses: list[str]) -> str:
     return " WHERE " + " AND ".join(clauses) if clauses else ""
 
-
-def _check_precondition(head: Row | None, if_match: int | None) -> None:
-    if if_match is None:
-        return
-    if head is None or head["version"] != if_match:
-        raise EhrError(Category.PRECONDITION_FAILED, "If-Match does not name the current version")

@@ -1,0 +1,147 @@
+"""Writes inside a caller's unit of work: each call appends a version, its head, its index rows and
+its AuditEvent as one atomic group, so a single interaction and a whole transaction Bundle go through
+the same code. Conditional interactions resolve their criteria here, under a lock on the criteria,
+so two racing conditional creates with the same criteria make exactly one resource.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from hashlib import blake2b
+from typing import Any, Protocol
+
+from ehr.audit.events import Interaction
+from ehr.audit.log import AuditLog
+from ehr.context import AccessContext
+from ehr.crypto.keys import KeyStore
+from ehr.db.database import Database, Executor, Row
+from ehr.errors import Category, EhrError
+from ehr.fhir.search.model import Search
+from ehr.store import index, ingest, sql
+from ehr.store.records import GENESIS, Version, head_row, instant, seal_version
+from ehr.store.search import Runner, Scope
+from ehr.store.search_sql import Compiler
+
+
+class Clock(Protocol):
+    def now_us(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    version: Version
+    created: bool
+
+
+class Writer:
+    def __init__(self, db: Database, keys: KeyStore, audit: AuditLog, clock: Clock, indexer: index.Indexer) -> None:
+        self._db = db
+        self._keys = keys
+        self._audit = audit
+        self._clock = clock
+        self.indexer = indexer
+
+    def compiler(self) -> Compiler:
+        return Compiler(self.indexer.blind, self.indexer.local_target, self._clock.now_us())
+
+    async def matches(self, tx: Executor, criteria: Search, *, lock: bool) -> list[str]:
+        """Ids of the current resources matching ``criteria`` (at most 2: one, none or "several").
+        With ``lock``, first takes a transaction lock on the criteria (PostgreSQL; SQLite's writer
+        already runs alone), so a racing conditional write with the same criteria waits for this one."""
+        assert criteria.resource_type is not None
+        if lock and self._db.dialect == "postgresql":
+            await tx.fetch_one("SELECT pg_advisory_xact_lock($1) AS locked", _criteria_lock(criteria))
+        runner = Runner(tx, self.compiler, 2)
+        return await runner.ids(criteria, Scope((criteria.resource_type,), None))
+
+    async def create(
+        self, tx: Executor | Database, ctx: AccessContext, event: Interaction, res_id: str, resource: Any
+    ) -> Version:
+        """A new resource under a fresh id (no head to lock: the group is one atomic statement)."""
+        return await self.append(tx, ctx, event, res_id, None, resource, "create")
+
+    async def update(
+        self, tx: Executor, ctx: AccessContext, event: Interaction, res_id: str, resource: Any, if_match: int | None
+    ) -> WriteResult:
+        """Update, or create under the client's id when there is none (the caller authorized both)."""
+        res_type = event.resource_type or ""
+        head = await tx.fetch_one(sql.HEAD + self._db.for_update, res_type, res_id)
+        check_precondition(head, if_match)
+        method = "create" if head is None else "update"
+        written = await self.append(tx, ctx, event, res_id, head, resource, method)
+        return WriteResult(written, created=head is None or bool(head["deleted"]))
+
+    async def delete(
+        self, tx: Executor, ctx: AccessContext, event: Interaction, res_id: str, if_match: int | None
+    ) -> Version | None:
+        """A tombstone; deleting what does not exist, or is already deleted, writes nothing."""
+        head = await tx.fetch_one(sql.HEAD + self._db.for_update, event.resource_type or "", res_id)
+        check_precondition(head, if_match)
+        if head is None or head["deleted"]:
+            return None
+        return await self.append(tx, ctx, event, res_id, head, None, "delete")
+
+    async def head(self, tx: Executor, res_type: str, res_id: str) -> Row | None:
+        return await tx.fetch_one(sql.HEAD, res_type, res_id)
+
+    async def append(
+        self,
+        tx: Executor | Database,
+        ctx: AccessContext,
+        event: Interaction,
+        res_id: str,
+        head: Row | None,
+        resource: Any,
+        method: str,
+    ) -> Version:
+        """Write the next version, its head, its index rows and its AuditEvent in one atomic unit."""
+        res_type = event.resource_type or ""
+        version = 1 if head is None else head["version"] + 1
+        ts_us = self._clock.now_us() if head is None else max(self._clock.now_us(), head["ts_us"] + 1)
+        body = None if resource is None else ingest.stamp(resource, res_id, version, instant(ts_us))
+        rows = None if resource is None else self.indexer.rows(res_type, res_id, resource)
+        row: dict[str, Any] = {
+            "res_type": res_type,
+            "res_id": res_id,
+            "version": version,
+            "compartment": rows.compartment if rows is not None else head["compartment"] if head else None,
+            "ts_us": ts_us,
+            "method": method,
+            "deleted": resource is None,
+            "actor": ctx.actor,
+            "prev_hash": GENESIS if head is None else bytes(head["hash"]),
+        }
+        seal_version(self._keys, row, body)
+        new_head = head_row(self._keys, row)
+        event.resource_id, event.version, event.patient = res_id, version, row["compartment"]
+        audit = self._audit.prepare(ctx, event)
+        await tx.execute_all(
+            [
+                (sql.INSERT_VERSION, [row[c] for c in sql.VERSION_COLUMNS]),
+                (sql.INSERT_HEAD if head is None else sql.UPDATE_HEAD, [new_head[c] for c in sql.HEAD_COLUMNS]),
+                *index.statements(self._db.dialect, res_type, res_id, rows, replace=head is not None),
+                *audit.statements,
+            ]
+        )
+        event.committed = True
+        return Version(res_type, res_id, version, ts_us, resource is None, method, body)
+
+
+def check_precondition(head: Row | None, if_match: int | None) -> None:
+    if if_match is None:
+        return
+    if head is None or head["version"] != if_match:
+        raise EhrError(Category.PRECONDITION_FAILED, "If-Match does not name the current version")
+
+
+def one_match(found: list[str], what: str) -> str | None:
+    """R4 conditional outcomes: none (None), one (its id), several (412)."""
+    if len(found) > 1:
+        raise EhrError(Category.PRECONDITION_FAILED, f"the {what} criteria match more than one resource")
+    return found[0] if found else None
+
+
+def _criteria_lock(criteria: Search) -> int:
+    """A 64-bit advisory lock key for the type and the (order-independent) criteria."""
+    text = "\n".join([criteria.resource_type or "", *sorted(repr(c) for c in criteria.criteria)])
+    return int.from_bytes(blake2b(text.encode(), digest_size=8).digest(), "big", signed=True)
