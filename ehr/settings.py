@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     tls_key: Path | None = None
     client_ca: Path | None = None
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    max_bundle_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, description="largest transaction/batch body")
     page_size_default: int = Field(default=50, ge=1)
     page_size_max: int = Field(default=500, ge=1)
     client_cache_seconds: float = Field(default=5.0, ge=0, description="how long a client registration is cached")

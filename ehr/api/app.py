@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ehr import __version__
 from ehr.api.audit_routes import audit_routes
 from ehr.api.auth import CertificateAuth, ClientCache
+from ehr.api.bundle_routes import bundle_routes
 from ehr.api.router import FhirRouter, route_table
 from ehr.api.routes import routes
 from ehr.api.search_routes import search_routes
@@ -91,7 +92,8 @@ def create_app(settings: Settings, services: Services | None = None) -> ASGIApp:
     host = FastAPI(lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None)
     if services is not None:
         running.install(services)
-    fhir = FhirRouter(route_table(audit_routes + routes + search_routes), fallback=host)  # specific before generic
+    table = route_table(audit_routes + routes + search_routes + bundle_routes)  # specific before generic
+    fhir = FhirRouter(table, fallback=host)
     return _WithServices(CertificateAuth(fhir, clients=running.clients), running)
 
 

@@ -8,7 +8,7 @@ from ehr.fhir.validator import RESOURCE_TYPES
 from ehr.store.search import supported_params
 
 _TYPE_INTERACTIONS = (
-    "read", "vread", "update", "delete", "history-instance", "history-type", "create", "search-type",
+    "read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create", "search-type",
 )
 # The audit log is read-only over FHIR (ehr/audit/review.py, ehr/audit/search_params.py).
 _AUDIT_PARAMS = (
@@ -57,10 +57,10 @@ def capability_statement(base: str, published: str) -> bytes:
             "versioning": "versioned-update",
             "readHistory": True,
             "updateCreate": True,
-            "conditionalCreate": False,
+            "conditionalCreate": True,
             "conditionalRead": "full-support",
-            "conditionalUpdate": False,
-            "conditionalDelete": "not-supported",
+            "conditionalUpdate": True,
+            "conditionalDelete": "single",
             **_search(name),
         }
         for name in sorted(RESOURCE_TYPES)
@@ -96,7 +96,9 @@ def capability_statement(base: str, published: str) -> bytes:
                     "with SMART system/ scopes, is required for every interaction but metadata.",
                 },
                 "resource": resources,
-                "interaction": [{"code": "history-system"}, {"code": "search-system"}],
+                "interaction": [
+                    {"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}, {"code": "search-system"},
+                ],
                 "searchParam": [
                     {"name": code, "definition": p.url, "type": p.type}
                     for code, p in sorted(supported_params("Resource").items())

@@ -43,6 +43,17 @@ async def read_resource(request: Request, limit: int) -> Any:
         raise EhrError(Category.INVALID, f"the body is not valid JSON: {exc}") from None
 
 
+async def read_patch(request: Request, limit: int) -> Any:
+    """A JSON Patch body (application/json-patch+json); FHIRPath Patch is not supported yet."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/json-patch+json":
+        raise EhrError(Category.UNSUPPORTED_MEDIA, "PATCH takes application/json-patch+json (FHIRPath Patch: not yet)")
+    try:
+        return parse_json(await read_body(request, limit))
+    except InvalidJSON as exc:
+        raise EhrError(Category.INVALID, f"the body is not valid JSON: {exc}") from None
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refused (413) as soon as it passes ``limit`` bytes."""
     declared = request.headers.get("content-length")

@@ -9,12 +9,13 @@ from datetime import UTC, datetime
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ehr.api import conditions, negotiate, render
+from ehr.api import negotiate, render
 from ehr.api.router import Handler
 from ehr.api.scope import context_of, services_of
 from ehr.crypto.canonical import canonical_json
 from ehr.errors import Category, EhrError, information_outcome
 from ehr.store.records import Version
+from ehr.store.search import criteria_of
 
 
 def _path(request: Request, *names: str) -> list[str]:
@@ -72,7 +73,7 @@ async def create(request: Request) -> Response:
     if if_none_exist is None:
         written = await services.store.create(context_of(request), res_type, resource)
         return _written(request, written, 201, services.base)
-    criteria = conditions.criteria(services, res_type, if_none_exist, "If-None-Exist")
+    criteria = criteria_of(res_type, if_none_exist, services.base, "If-None-Exist")
     result = await services.store.conditional_create(
         context_of(request), res_type, resource, criteria, query=if_none_exist
     )
@@ -84,7 +85,7 @@ async def conditional_update(request: Request) -> Response:
     negotiate.check_accept(request)
     services = services_of(request)
     if_match = negotiate.etag_version(request.headers.get("if-match"), "If-Match")
-    criteria = conditions.criteria(services, res_type, request.url.query, "conditional update")
+    criteria = criteria_of(res_type, request.url.query, services.base, "conditional update")
     resource = await negotiate.read_resource(request, services.settings.max_body_bytes)
     result = await services.store.conditional_update(
         context_of(request), res_type, criteria, resource, query=request.url.query, if_match=if_match
@@ -96,7 +97,7 @@ async def conditional_delete(request: Request) -> Response:
     (res_type,) = _path(request, "res_type")
     negotiate.check_accept(request)
     services = services_of(request)
-    criteria = conditions.criteria(services, res_type, request.url.query, "conditional delete")
+    criteria = criteria_of(res_type, request.url.query, services.base, "conditional delete")
     tombstone = await services.store.conditional_delete(
         context_of(request), res_type, criteria, query=request.url.query
     )
@@ -111,6 +112,16 @@ async def update(request: Request) -> Response:
     resource = await negotiate.read_resource(request, services.settings.max_body_bytes)
     result = await services.store.update(context_of(request), res_type, res_id, resource, if_match)
     return _written(request, result.version, 201 if result.created else 200, services.base)
+
+
+async def patch(request: Request) -> Response:
+    res_type, res_id = _path(request, "res_type", "res_id")
+    negotiate.check_accept(request)
+    services = services_of(request)
+    if_match = negotiate.etag_version(request.headers.get("if-match"), "If-Match")
+    operations = await negotiate.read_patch(request, services.settings.max_body_bytes)
+    patched = await services.store.patch(context_of(request), res_type, res_id, operations, if_match)
+    return _written(request, patched, 200, services.base)
 
 
 async def delete(request: Request) -> Response:
@@ -189,6 +200,7 @@ routes: list[tuple[str, str, Handler, str]] = [
     ("/fhir/{res_type}/{res_id}", "GET", read, "read"),
     ("/fhir/{res_type}/{res_id}", "PUT", update, "update"),
     ("/fhir/{res_type}/{res_id}", "DELETE", delete, "delete"),
+    ("/fhir/{res_type}/{res_id}", "PATCH", patch, "patch"),
     ("/fhir/{res_type}", "POST", create, "create"),
     ("/fhir/{res_type}", "PUT", conditional_update, "update"),
     ("/fhir/{res_type}", "DELETE", conditional_delete, "delete"),

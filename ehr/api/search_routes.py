@@ -11,16 +11,17 @@ from starlette.responses import Response
 from ehr.api import negotiate, render, summary
 from ehr.api.router import Handler
 from ehr.api.scope import context_of, services_of
+from ehr.api.services import Services
+from ehr.context import AccessContext
 from ehr.crypto.canonical import canonical_json
 from ehr.errors import Category, EhrError
 from ehr.fhir.search.model import Search
 from ehr.fhir.search.query import parse
-from ehr.fhir.validator import RESOURCE_TYPES
 from ehr.store.records import Version
-from ehr.store.search import Page, supported_params
+from ehr.store.search import SEARCHABLE, Page, supported_params
 
 _FORM = "application/x-www-form-urlencoded"
-_SEARCHABLE = frozenset(RESOURCE_TYPES) - {"AuditEvent"}  # the audit log has its own search (audit_routes)
+
 
 
 async def search_type(request: Request) -> Response:
@@ -44,18 +45,27 @@ async def everything(request: Request) -> Response:
 async def _search(request: Request, res_type: str | None, patient: str | None) -> Response:
     negotiate.check_accept(request)
     services = services_of(request)
+    pairs = await _parameters(request, services.settings.max_body_bytes)
+    url = _url(services.base, res_type, patient)
+    body = await searchset(
+        services, context_of(request), res_type, pairs, url, lenient=negotiate.lenient(request), patient=patient
+    )
+    return render.fhir(200, body)
+
+
+async def searchset(
+    services: Services, ctx: AccessContext, res_type: str | None, pairs: list[tuple[str, str]], url: str,
+    *, lenient: bool, patient: str | None = None,
+) -> bytes:
+    """One page of a search as a searchset Bundle (also a GET entry of a transaction or batch)."""
     settings = services.settings
-    if res_type is not None and res_type not in _SEARCHABLE:
+    if res_type is not None and res_type not in SEARCHABLE:
         raise EhrError(Category.NOT_FOUND, "unknown resource type")
-    pairs = await _parameters(request, settings.max_body_bytes)
     search = parse(
-        res_type, pairs, supported_params, base=services.base, strict=not negotiate.lenient(request),
-        max_count=settings.page_size_max, resource_types=_SEARCHABLE,
+        res_type, pairs, supported_params, base=services.base, strict=not lenient,
+        max_count=settings.page_size_max, resource_types=SEARCHABLE,
     )
-    page, matches, included = await services.store.search(
-        context_of(request), search, query=urlencode(pairs), patient=patient
-    )
-    url = _url(services.base, request, res_type, patient)
+    page, matches, included = await services.store.search(ctx, search, query=urlencode(pairs), patient=patient)
     kept = [(k, v) for k, v in pairs if k != "_cursor"]
     links = [("self", f"{url}?{urlencode(pairs)}" if pairs else url)]
     for relation, cursor in (("next", page.next_cursor), ("previous", page.previous_cursor)):
@@ -65,7 +75,7 @@ async def _search(request: Request, res_type: str | None, patient: str | None) -
     entries += [_entry(v, services.base, "include", search) for v in included]
     if search.ignored:
         entries.append(_ignored(search))
-    return render.fhir(200, render.bundle("searchset", _total(page, search), links, entries))
+    return render.bundle("searchset", _total(page, search), links, entries)
 
 
 async def _parameters(request: Request, limit: int) -> list[tuple[str, str]]:
@@ -83,7 +93,7 @@ async def _parameters(request: Request, limit: int) -> list[tuple[str, str]]:
     return pairs
 
 
-def _url(base: str, request: Request, res_type: str | None, patient: str | None) -> str:
+def _url(base: str, res_type: str | None, patient: str | None) -> str:
     if patient is None:
         return f"{base}/{res_type}" if res_type else base
     tail = res_type if res_type is not None else "$everything"

@@ -56,7 +56,8 @@ class IndexRows:
 class Indexer:
     def __init__(self, blind: BlindIndex, base: str) -> None:
         self.blind = blind
-        self._base = base.rstrip("/") + "/"
+        self.base = base.rstrip("/")
+        self._base = self.base + "/"
 
     def rows(self, res_type: str, res_id: str, resource: dict[str, Any]) -> IndexRows:
         out = IndexRows()

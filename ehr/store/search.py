@@ -12,13 +12,16 @@ import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl
 
 from ehr.cursor import decode, encode
 from ehr.db.database import Executor, Row
 from ehr.errors import Category, EhrError
 from ehr.fhir.search.definitions import params
 from ehr.fhir.search.model import Include, Search, SortKey
+from ehr.fhir.search.query import parse
 from ehr.fhir.search.values import ParamDef
+from ehr.fhir.validator import RESOURCE_TYPES
 from ehr.store.search_sql import Compiler
 
 # A resource without the sort value sorts after the others.
@@ -42,6 +45,24 @@ def supported_params(res_type: str) -> Mapping[str, ParamDef]:
     if res_type == "Resource":
         return {c: p for c, p in supported_params("Patient").items() if p.url.startswith(_RESOURCE_LEVEL)}
     return {code: p for code, p in params(res_type).items() if p.type in _INDEXED}
+
+
+_RESULT_PARAMETERS = ("_count", "_sort", "_include", "_revinclude", "_summary", "_elements", "_total", "_cursor")
+SEARCHABLE = frozenset(RESOURCE_TYPES) - {"AuditEvent"}  # the audit log has its own search (ehr/audit/review.py)
+
+
+def criteria_of(res_type: str, query: str, base: str, what: str) -> Search:
+    """The criteria of a conditional interaction or reference (``Type?query`` or just the query),
+    parsed strictly: an unknown parameter must not silently widen what matches."""
+    if res_type not in SEARCHABLE:
+        raise EhrError(Category.NOT_FOUND, "unknown resource type")
+    pairs = parse_qsl(query.split("?", 1)[-1], keep_blank_values=False)
+    if any(name.split(":")[0] in _RESULT_PARAMETERS for name, _ in pairs):
+        raise EhrError(Category.INVALID, f"{what} takes search criteria only, not result parameters")
+    parsed = parse(res_type, pairs, supported_params, base=base, strict=True, max_count=2, resource_types=SEARCHABLE)
+    if not parsed.criteria:
+        raise EhrError(Category.PRECONDITION_FAILED, f"{what} needs at least one search criterion")
+    return parsed
 
 
 @dataclass(slots=True)

@@ -20,7 +20,7 @@ from ehr.db.database import Conflict, Database
 from ehr.errors import Category, EhrError
 from ehr.fhir.search.model import Search
 from ehr.fhir.validator import RESOURCE_TYPES
-from ehr.store import index, ingest, policy, sql
+from ehr.store import bundle, index, ingest, patch, policy, sql
 from ehr.store.records import Version, to_version
 from ehr.store.search import Page, Runner, Scope
 from ehr.store.writer import Clock, Writer, WriteResult, one_match
@@ -28,6 +28,9 @@ from ehr.store.writer import Clock, Writer, WriteResult, one_match
 __all__ = ["Clock", "HistoryPage", "Store", "SystemClock", "WriteResult"]
 
 _WRITE_ATTEMPTS = 3
+_BULK_ENTRIES = 200
+_ANALYZE_EVERY_S = 30.0
+_SUBTYPES = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 Cursor = tuple[int, str, str, int]
 
 
@@ -63,6 +66,7 @@ class Store:
         self.indexer = index.Indexer(BlindIndex(keys.index_key()), base)
         self._writer = Writer(db, keys, audit, self._clock, self.indexer)
         self._page_size = page_size
+        self._analyzed_at = -_ANALYZE_EVERY_S
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -226,6 +230,16 @@ class Store:
                 ingest.check_resource({**resource, "id": res_id}, res_type, res_id)
                 return await self._writer.update(tx, ctx, event, res_id, {**resource, "id": res_id}, if_match)
 
+    async def patch(
+        self, ctx: AccessContext, res_type: str, res_id: str, operations: Any, if_match: int | None = None
+    ) -> Version:
+        """JSON Patch of the current version (ehr/store/patch.py), written as an update."""
+        async with self._audit.audited(ctx, Interaction("patch", res_type, res_id)) as event:
+            self._authorize(ctx, res_type, "u")
+            checked = patch.check_operations(operations)
+            async with self._db.transaction() as tx:
+                return await self._writer.patch(tx, ctx, event, res_id, checked, if_match)
+
     async def delete(
         self, ctx: AccessContext, res_type: str, res_id: str, if_match: int | None = None
     ) -> Version | None:
@@ -248,7 +262,50 @@ class Store:
                     return None
                 return await self._writer.delete(tx, ctx, event, found, None)
 
+    # -- bundles -----------------------------------------------------------------------------
+
+    async def transaction(self, ctx: AccessContext, requests: list[bundle.Request]) -> list[bundle.Outcome]:
+        """The write entries of a transaction Bundle, all or nothing (ehr/store/bundle.py). One
+        AuditEvent per entry and one for the bundle, committed with the data."""
+        async with self._audit.audited(ctx, Interaction("transaction")) as event:
+            async with self._db.transaction() as tx:
+                run = bundle.new_run(self._writer, tx, ctx, self.indexer.base, self._authorize)
+                outcomes = await bundle.transaction(run, requests)
+                await tx.execute_all(self._audit.prepare(ctx, event).statements)
+                event.committed = True
+        if len(requests) >= _BULK_ENTRIES:
+            await self._refresh_statistics()
+        return outcomes
+
+    async def batch(self, ctx: AccessContext, requests: list[bundle.Request]) -> list[bundle.Outcome]:
+        """The write entries of a batch Bundle, each on its own: a failing entry gets its error."""
+        async with self._audit.audited(ctx, Interaction("batch")):
+            return [await self._batch_entry(ctx, request) for request in requests]
+
+    async def _batch_entry(self, ctx: AccessContext, request: bundle.Request) -> bundle.Outcome:
+        try:
+            async with self._db.transaction() as tx:
+                run = bundle.new_run(self._writer, tx, ctx, self.indexer.base, self._authorize)
+                (outcome,) = await bundle.transaction(run, [request])
+            return outcome
+        except EhrError as err:
+            what = Interaction(_SUBTYPES[request.method], request.res_type, request.res_id, query=request.query)
+            what.failed(err.category, err.message)
+            await self._audit.record(ctx, what)
+            return bundle.Outcome(err.category.status, error=err)
+
     # -- internals ---------------------------------------------------------------------------
+
+    async def _refresh_statistics(self) -> None:
+        """After a bulk load, fresh planner statistics (at most every _ANALYZE_EVERY_S per process).
+        Without them PostgreSQL estimates one row per freshly loaded table and may plan a chained
+        search as nested loops over the whole load (measured: 57 s instead of 10 ms for 450 rows,
+        before autovacuum's next round)."""
+        now = time.monotonic()
+        if self._db.dialect != "postgresql" or now - self._analyzed_at < _ANALYZE_EVERY_S:
+            return
+        self._analyzed_at = now
+        await self._db.execute(f"ANALYZE resource_head, {', '.join(index.TABLES)}")
 
     def _authorize(self, ctx: AccessContext, res_type: str, letter: Any) -> None:
         ingest.check_type(res_type)

@@ -17,8 +17,8 @@ from ehr.crypto.keys import KeyStore
 from ehr.db.database import Database, Executor, Row
 from ehr.errors import Category, EhrError
 from ehr.fhir.search.model import Search
-from ehr.store import index, ingest, sql
-from ehr.store.records import GENESIS, Version, head_row, instant, seal_version
+from ehr.store import index, ingest, patch, sql
+from ehr.store.records import GENESIS, Version, head_row, instant, open_body, seal_version
 from ehr.store.search import Runner, Scope
 from ehr.store.search_sql import Compiler
 
@@ -36,7 +36,7 @@ class WriteResult:
 class Writer:
     def __init__(self, db: Database, keys: KeyStore, audit: AuditLog, clock: Clock, indexer: index.Indexer) -> None:
         self._db = db
-        self._keys = keys
+        self.keys = keys
         self._audit = audit
         self._clock = clock
         self.indexer = indexer
@@ -81,6 +81,24 @@ class Writer:
             return None
         return await self.append(tx, ctx, event, res_id, head, None, "delete")
 
+    async def patch(
+        self, tx: Executor, ctx: AccessContext, event: Interaction, res_id: str, operations: list[dict[str, Any]],
+        if_match: int | None,
+    ) -> Version:
+        """Apply a JSON Patch to the current version and write the result as an update."""
+        res_type = event.resource_type or ""
+        head = await tx.fetch_one(sql.HEAD + self._db.for_update, res_type, res_id)
+        check_precondition(head, if_match)
+        if head is None or head["deleted"]:
+            raise EhrError(Category.NOT_FOUND if head is None else Category.GONE, f"no current {res_type} to patch")
+        current = await tx.fetch_one(sql.VERSION, res_type, res_id, head["version"])
+        assert current is not None
+        body = open_body(self.keys, current)
+        assert body is not None
+        patched = patch.apply(body, operations)
+        ingest.check_resource(patched, res_type, res_id)
+        return await self.append(tx, ctx, event, res_id, head, patched, "update")
+
     async def head(self, tx: Executor, res_type: str, res_id: str) -> Row | None:
         return await tx.fetch_one(sql.HEAD, res_type, res_id)
 
@@ -111,8 +129,8 @@ class Writer:
             "actor": ctx.actor,
             "prev_hash": GENESIS if head is None else bytes(head["hash"]),
         }
-        seal_version(self._keys, row, body)
-        new_head = head_row(self._keys, row)
+        seal_version(self.keys, row, body)
+        new_head = head_row(self.keys, row)
         event.resource_id, event.version, event.patient = res_id, version, row["compartment"]
         audit = self._audit.prepare(ctx, event)
         await tx.execute_all(

@@ -42,7 +42,16 @@ CASES: list[tuple[str, Call, int, str, str, str]] = [
     ("not acceptable", lambda c, i: c.get(f"Patient/{i}", params={"_format": "xml"}), 406, "read", "R", "4"),
     ("unknown endpoint", lambda c, i: c.get(f"Patient/{i}/$everything/x/y"), 404, "unknown", "E", "4"),
     ("outside /fhir", lambda c, i: c.get("https://ehr.test/robots.txt"), 404, "unknown", "E", "4"),
-    ("method not allowed", lambda c, i: c.patch(f"Patient/{i}", content=b"[]"), 405, "unknown", "E", "4"),
+    ("method not allowed", lambda c, i: c.request("OPTIONS", f"Patient/{i}"), 405, "unknown", "E", "4"),
+    ("search", lambda c, i: c.get("Patient?gender=female"), 200, "search-type", "E", "0"),
+    ("search-system", lambda c, i: c.get(f"?_id={i}"), 200, "search-system", "E", "0"),
+    ("bad search", lambda c, i: c.get("Patient?shoe-size=9"), 400, "search-type", "E", "4"),
+    ("patch", lambda c, i: c.patch(f"Patient/{i}", json=[{"op": "replace", "path": "/gender", "value": "male"}],
+                                   headers={"Content-Type": "application/json-patch+json"}), 200, "patch", "U", "0"),
+    ("conditional create",
+     lambda c, i: c.post("Patient", json=PATIENT, headers={**FHIR_JSON, "If-None-Exist": f"_id={i}"}),
+     200, "create", "C", "0"),
+    ("conditional delete", lambda c, i: c.delete(f"Patient?_id={i}"), 204, "delete", "D", "0"),
 ]
 
 
