@@ -1,4 +1,4 @@
-"""The ``ehr`` command: init, serve, verify, clients, audit, keys."""
+"""The ``ehr`` command: init, serve, verify, import, clients, audit, keys."""
 
 from __future__ import annotations
 
@@ -86,6 +86,11 @@ def _parser() -> argparse.ArgumentParser:
     audit_alerts.add_argument("--since", help="only alerts raised at or after this ISO 8601 instant")
     audit_alerts.add_argument("--rule", choices=RULES, help="only alerts of this rule")
     audit_alerts.set_defaults(handler=_audit_alerts)
+
+    load = sub.add_parser("import", help="load Bundles, resources or NDJSON through the store (every safeguard)")
+    load.add_argument("paths", nargs="+", type=Path, metavar="FILE_OR_DIR", help="*.json and *.ndjson; dirs recursed")
+    load.add_argument("--chunk", type=int, default=500, help="resources per transaction for NDJSON (default 500)")
+    load.set_defaults(handler=_import)
 
     keys = sub.add_parser("keys", help="key management").add_subparsers(required=True)
     rotate = keys.add_parser("rotate", help="add a new key-encryption key (and with --signing, a signing key)")
@@ -264,6 +269,23 @@ def _audit_stream(settings: Settings, args: argparse.Namespace) -> int:
     except BrokenPipeError:  # e.g. `ehr audit stream | head`
         sys.stderr.close()
         return 0
+
+
+def _import(settings: Settings, args: argparse.Namespace) -> int:
+    from ehr.context import system_context
+    from ehr.importer import bar, load
+    from ehr.store.service import Store
+
+    async def job(db: Database, keys: KeyStore, audit: AuditLog) -> int:
+        store = Store(db, keys, audit, base=settings.fhir_base)
+        summary = await load(store, system_context("import"), args.paths, chunk=max(1, args.chunk), progress=bar())
+        print(f"{summary.files} file(s): {summary.loaded} resource(s) loaded, {summary.failed} failed, "
+              f"{summary.rate:,.0f} resources/s")
+        for line in summary.errors:
+            print(f"  {line}")
+        return 1 if summary.failed else 0
+
+    return _run(settings, job)
 
 
 def _clients_add(settings: Settings, args: argparse.Namespace) -> int:

@@ -4,11 +4,9 @@ orders them) and answer with a transaction-response or batch-response Bundle in 
 
 from __future__ import annotations
 
-import base64
-import binascii
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -19,12 +17,12 @@ from ehr.api.scope import context_of, services_of
 from ehr.api.search_routes import searchset
 from ehr.api.services import Services
 from ehr.context import AccessContext
-from ehr.crypto.canonical import canonical_json, parse_json
+from ehr.crypto.canonical import canonical_json
 from ehr.errors import Category, EhrError, operation_outcome
 from ehr.store.bundle import Outcome
 from ehr.store.bundle import Request as Write
+from ehr.store.bundle_entries import Read, parse_entry
 from ehr.store.records import Version
-from ehr.store.search import criteria_of
 
 _WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _JSON_PATCH = "application/json-patch+json"
@@ -57,63 +55,14 @@ async def process(request: Request) -> Response:
     return render.fhir(200, render.bundle(f"{kind}-response", None, [], answers))
 
 
-def _parse(services: Services, index: int, entry: dict[str, Any], batch: bool) -> Write | tuple[str, str] | EhrError:
+def _parse(services: Services, index: int, entry: dict[str, Any], batch: bool) -> Write | Read | EhrError:
     """A write, a read (method, url), or (in a batch) the entry's own error."""
     try:
-        return _parse_entry(services, index, entry)
+        return parse_entry(services.base, index, entry)
     except EhrError as err:
         if batch:
             return err
         raise EhrError(err.category, f"entry {index}: {err.message}") from None
-
-
-def _parse_entry(services: Services, index: int, entry: dict[str, Any]) -> Write | tuple[str, str]:
-    request = entry.get("request")
-    if not isinstance(request, dict) or not isinstance(request.get("url"), str):
-        raise EhrError(Category.STRUCTURE, "an entry needs request.method and request.url")
-    method, url = str(request.get("method", "")), _relative(services.base, request["url"])
-    if method in ("GET", "HEAD"):
-        _read_target(url)  # its shape is checked before any write
-        return method, url
-    if method not in _WRITES:
-        raise EhrError(Category.INVALID, "request.method must be GET, HEAD, POST, PUT, PATCH or DELETE")
-    path, _, query = url.partition("?")
-    parts = [p for p in path.split("/") if p]
-    if not parts or len(parts) > 2 or (method == "POST" and len(parts) != 1):
-        raise EhrError(Category.INVALID, "request.url must be Type, Type/id or Type?criteria for this method")
-    res_type, res_id = parts[0], parts[1] if len(parts) == 2 else None
-    write = Write(index, method, res_type, res_id, full_url=entry.get("fullUrl"))
-    write.if_match = negotiate.etag_version(request.get("ifMatch"), "ifMatch")
-    conditional = request.get("ifNoneExist") if method == "POST" else query if res_id is None else None
-    if method != "POST" and res_id is None and not query:
-        raise EhrError(Category.INVALID, "request.url needs an id or search criteria")
-    if conditional:
-        write.criteria = criteria_of(res_type, str(conditional), services.base, f"{method} criteria")
-        write.query = str(conditional)
-    write.resource = _patch_body(entry.get("resource")) if method == "PATCH" else entry.get("resource")
-    if method in ("POST", "PUT") and not isinstance(write.resource, dict):
-        raise EhrError(Category.INVALID, f"a {method} entry needs a resource")
-    return write
-
-
-def _patch_body(resource: Any) -> Any:
-    """R4 carries a JSON Patch in a bundle as a Binary (contentType application/json-patch+json)."""
-    if not isinstance(resource, dict) or resource.get("resourceType") != "Binary":
-        raise EhrError(Category.UNSUPPORTED_MEDIA, "a PATCH entry takes a Binary holding a JSON Patch")
-    if resource.get("contentType") != _JSON_PATCH:
-        raise EhrError(Category.UNSUPPORTED_MEDIA, f"the Binary must be {_JSON_PATCH} (FHIRPath Patch: not yet)")
-    try:
-        return parse_json(base64.b64decode(str(resource.get("data", "")), validate=True))
-    except (binascii.Error, ValueError):
-        raise EhrError(Category.INVALID, "the Binary's data is not base64 JSON") from None
-
-
-def _relative(base: str, url: str) -> str:
-    if url.startswith(base + "/"):
-        return url[len(base) + 1 :]
-    if urlsplit(url).scheme:
-        raise EhrError(Category.INVALID, "request.url must be relative to this server")
-    return url.lstrip("/")
 
 
 def _status(code: int) -> str:
@@ -145,11 +94,10 @@ def _failed(err: EhrError) -> bytes:
     return canonical_json({"response": {"status": _status(err.category.status), "outcome": operation_outcome(err)}})
 
 
-async def _read(services: Services, ctx: AccessContext, item: tuple[str, str]) -> bytes:
+async def _read(services: Services, ctx: AccessContext, item: Read) -> bytes:
     """A GET entry: read, vread or search, run after the writes (R4's order); a failure is its answer."""
-    _method, url = item
     try:
-        parts, query = _read_target(url)
+        parts, query = item
         if len(parts) in (2, 4):
             found = await (services.store.read(ctx, parts[0], parts[1]) if len(parts) == 2
                            else services.store.vread(ctx, parts[0], parts[1], int(parts[3])))
@@ -161,14 +109,6 @@ async def _read(services: Services, ctx: AccessContext, item: tuple[str, str]) -
         return canonical_json({"response": {"status": "200 OK"}})[:-1] + b',"resource":' + body + b"}"
     except EhrError as err:  # the writes are committed by now: a read's failure is its entry's answer
         return _failed(err)
-
-
-def _read_target(url: str) -> tuple[list[str], str]:
-    path, _, query = url.partition("?")
-    parts = [p for p in path.split("/") if p]
-    if len(parts) in (1, 2) or (len(parts) == 4 and parts[2] == "_history" and parts[3].isdigit()):
-        return parts, query
-    raise EhrError(Category.INVALID, "a GET entry's url must be Type, Type/id, Type/id/_history/n or Type?query")
 
 
 bundle_routes: list[tuple[str, str, Handler, str]] = [("/fhir", "POST", process, "batch")]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -11,10 +10,10 @@ from starlette.requests import Request
 
 from ehr.crypto.canonical import InvalidJSON, parse_json
 from ehr.errors import Category, EhrError
+from ehr.etag import etag_version as etag_version  # re-exported for the routes
 
 _JSON_TYPES = frozenset({"application/fhir+json", "application/json", "application/json+fhir", "json", "text/json"})
 _ANY = frozenset({"*/*", "application/*"})
-_ETAG = re.compile(r'^(?:W/)?"(\d{1,9})"$')
 
 
 def check_accept(request: Request) -> None:
@@ -73,15 +72,6 @@ def prefer_return(request: Request) -> str:
         if name.strip().lower() == "return" and value.strip() in ("minimal", "representation", "OperationOutcome"):
             return value.strip()
     return "representation"
-
-
-def etag_version(value: str | None, header: str) -> int | None:
-    if value is None:
-        return None
-    match = _ETAG.match(value.strip())
-    if match is None:
-        raise EhrError(Category.INVALID, f'{header} must be a version ETag such as W/"3"')
-    return int(match[1])
 
 
 def http_date(value: str | None) -> datetime | None:

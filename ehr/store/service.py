@@ -28,8 +28,6 @@ from ehr.store.writer import Clock, Writer, WriteResult, one_match
 __all__ = ["Clock", "HistoryPage", "Store", "SystemClock", "WriteResult"]
 
 _WRITE_ATTEMPTS = 3
-_BULK_ENTRIES = 200
-_ANALYZE_EVERY_S = 30.0
 _SUBTYPES = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 Cursor = tuple[int, str, str, int]
 
@@ -66,7 +64,6 @@ class Store:
         self.indexer = index.Indexer(BlindIndex(keys.index_key()), base)
         self._writer = Writer(db, keys, audit, self._clock, self.indexer)
         self._page_size = page_size
-        self._analyzed_at = -_ANALYZE_EVERY_S
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -157,6 +154,7 @@ class Store:
                 types: tuple[str, ...] = (search.resource_type,)
             else:
                 types = tuple(sorted(readable if readable is not None else RESOURCE_TYPES))
+            await self._writer.statistics.refresh_if_grown()
             runner = Runner(self._db, self._writer.compiler, self._page_size)
             page = await runner.page(search, Scope(types or ("",), readable, patient))
             matches = [to_version(self._keys, row) for row in page.matches]
@@ -273,8 +271,6 @@ class Store:
                 outcomes = await bundle.transaction(run, requests)
                 await tx.execute_all(self._audit.prepare(ctx, event).statements)
                 event.committed = True
-        if len(requests) >= _BULK_ENTRIES:
-            await self._refresh_statistics()
         return outcomes
 
     async def batch(self, ctx: AccessContext, requests: list[bundle.Request]) -> list[bundle.Outcome]:
@@ -295,17 +291,6 @@ class Store:
             return bundle.Outcome(err.category.status, error=err)
 
     # -- internals ---------------------------------------------------------------------------
-
-    async def _refresh_statistics(self) -> None:
-        """After a bulk load, fresh planner statistics (at most every _ANALYZE_EVERY_S per process).
-        Without them PostgreSQL estimates one row per freshly loaded table and may plan a chained
-        search as nested loops over the whole load (measured: 57 s instead of 10 ms for 450 rows,
-        before autovacuum's next round)."""
-        now = time.monotonic()
-        if self._db.dialect != "postgresql" or now - self._analyzed_at < _ANALYZE_EVERY_S:
-            return
-        self._analyzed_at = now
-        await self._db.execute(f"ANALYZE resource_head, {', '.join(index.TABLES)}")
 
     def _authorize(self, ctx: AccessContext, res_type: str, letter: Any) -> None:
         ingest.check_type(res_type)

@@ -21,6 +21,7 @@ from ehr.store import index, ingest, patch, sql
 from ehr.store.records import GENESIS, Version, head_row, instant, open_body, seal_version
 from ehr.store.search import Runner, Scope
 from ehr.store.search_sql import Compiler
+from ehr.store.statistics import PlannerStatistics
 
 
 class Clock(Protocol):
@@ -40,6 +41,7 @@ class Writer:
         self._audit = audit
         self._clock = clock
         self.indexer = indexer
+        self.statistics = PlannerStatistics(db)
 
     def compiler(self) -> Compiler:
         return Compiler(self.indexer.blind, self.indexer.local_target, self._clock.now_us())
@@ -49,6 +51,7 @@ class Writer:
         With ``lock``, first takes a transaction lock on the criteria (PostgreSQL; SQLite's writer
         already runs alone), so a racing conditional write with the same criteria waits for this one."""
         assert criteria.resource_type is not None
+        await self.statistics.refresh_if_grown()
         if lock and self._db.dialect == "postgresql":
             await tx.fetch_one("SELECT pg_advisory_xact_lock($1) AS locked", _criteria_lock(criteria))
         runner = Runner(tx, self.compiler, 2)
@@ -142,6 +145,7 @@ class Writer:
             ]
         )
         event.committed = True
+        self.statistics.wrote()
         return Version(res_type, res_id, version, ts_us, resource is None, method, body)
 
 

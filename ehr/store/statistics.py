@@ -1,0 +1,43 @@
+"""PostgreSQL's planner statistics kept in step with this process's writes.
+
+A search is a few semi-joins over the index tables; with no statistics (a fresh database, a bulk
+load before autovacuum's next round) PostgreSQL estimates one row per table and can plan them as
+nested loops over everything loaded (measured: a chained search over a fresh 450-resource load
+took 57 s instead of 2 ms). So each process runs ANALYZE on the search tables once it has written
+200 resources, then again each time it has written another 10% of what the tables held at the last
+ANALYZE, like autovacuum's rule but at once. SQLite plans by its indexes and needs none of this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from ehr.db.database import Database
+from ehr.store.index import TABLES
+
+FIRST = 200
+GROWTH = 0.10
+
+
+class PlannerStatistics:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._pending = 0
+        self._baseline = 0
+        self._running = asyncio.Lock()
+
+    def wrote(self, count: int = 1) -> None:
+        self._pending += count
+
+    async def refresh_if_grown(self) -> None:
+        if self._db.dialect != "postgresql" or self._running.locked():
+            return
+        if self._pending < max(FIRST, int(self._baseline * GROWTH)):
+            return
+        async with self._running:
+            self._pending = 0
+            await self._db.execute(f"ANALYZE resource_head, {', '.join(TABLES)}")
+            row = await self._db.fetch_one(
+                "SELECT reltuples::bigint AS n FROM pg_class WHERE oid = 'resource_head'::regclass"
+            )
+            self._baseline = max(0, int(row["n"])) if row else 0
