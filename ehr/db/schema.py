@@ -131,6 +131,23 @@ search_number = Table(  # numbers, and quantities with their unit
 Index("ix_search_number", search_number.c.res_type, search_number.c.param, search_number.c.value)
 Index("ix_search_number_res", search_number.c.res_type, search_number.c.res_id, search_number.c.param)
 
+search_composite = Table(  # two-part composites whose first part is a token (Observation code-value-*)
+    "search_composite",
+    metadata,
+    Column("res_type", String(64), nullable=False),
+    Column("res_id", String(64), nullable=False),
+    Column("param", String(100), nullable=False),
+    Column("k1", LargeBinary(16), nullable=False),   # blind key of the token part (each of its forms)
+    Column("k2", LargeBinary(16), nullable=True),    # blind key of a token or string second part
+    Column("lo", BigInteger, nullable=True),         # a date second part
+    Column("hi", BigInteger, nullable=True),
+    Column("value", Float, nullable=True),           # a quantity second part, with its unit
+    Column("system", String(256), nullable=True),
+    Column("code", String(64), nullable=True),
+)
+Index("ix_search_composite", search_composite.c.k1, search_composite.c.res_id)
+Index("ix_search_composite_res", search_composite.c.res_type, search_composite.c.res_id, search_composite.c.param)
+
 search_compartment = Table(  # the patients whose compartment a resource is in (CompartmentDefinition)
     "search_compartment",
     metadata,

@@ -3,7 +3,8 @@
 Extraction (ehr/fhir/search/extract.py) says which values a resource is searchable by; this module
 turns them into rows: strings, tokens and uris as blind keys (ehr/crypto/blind.py), references as
 local (type, id) or a foreign URL, dates as ranges, numbers and quantities as values, and the
-patient compartments. Composite parameters are not indexed yet (left out of the CapabilityStatement).
+patient compartments. Composites index two-part ones whose first part is a token (all of R4's but
+four token/number/number ones, which are left out of the CapabilityStatement).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from ehr.crypto.blind import URI, BlindIndex
 from ehr.db.database import Statement
 from ehr.fhir.search.extract import extract, patient_compartment
 from ehr.fhir.search.values import (
+    CompositeValue,
     DateValue,
     NumberValue,
     QuantityValue,
@@ -25,21 +27,28 @@ from ehr.fhir.search.values import (
     UriValue,
 )
 
-TABLES = ("search_key", "search_ref", "search_date", "search_number", "search_compartment")
+TABLES = ("search_key", "search_ref", "search_date", "search_number", "search_composite", "search_compartment")
 _COLUMNS = {
     "search_key": ("param", "k"),
     "search_ref": ("param", "target_type", "target_id", "url"),
     "search_date": ("param", "lo", "hi"),
     "search_number": ("param", "value", "system", "code"),
+    "search_composite": ("param", "k1", "k2", "lo", "hi", "value", "system", "code"),
     "search_compartment": ("patient",),
 }
 _PG_TYPES = {
     "param": "text", "k": "bytea", "target_type": "text", "target_id": "text", "url": "text",
     "lo": "bigint", "hi": "bigint", "value": "float8", "system": "text", "code": "text", "patient": "text",
+    "k1": "bytea", "k2": "bytea",
 }
 _LOCAL = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
 _SQLITE_CHUNK = 100
 TEXT_SUFFIX = ":text"  # tokens' display text is indexed as a string under "<param>:text"
+
+
+def composite_part(param: str, n: int) -> str:
+    """The name a composite's n-th part is keyed under (its keys differ from the plain parameter's)."""
+    return f"{param}${n}"
 
 
 @dataclass(slots=True)
@@ -96,8 +105,31 @@ class Indexer:
                 out.rows["search_number"].append((param, float(number), None, None))
             case QuantityValue(number, system, code, unit):
                 out.rows["search_number"].append((param, float(number), system, code or unit))
+            case CompositeValue(parts):
+                out.rows["search_composite"] += self._composite(res_type, param, parts)
             case _:
-                pass  # composites: not indexed yet
+                pass
+
+    def _composite(self, res_type: str, param: str, parts: tuple[object, ...]) -> list[tuple[Any, ...]]:
+        """Rows of a two-part composite whose first part is a token: one per key form of the token
+        (and of a token or string second part), the second part's value alongside."""
+        if len(parts) != 2 or not isinstance(parts[0], TokenValue):
+            return []
+        first, second = parts[0], parts[1]
+        blind, p1, p2 = self.blind, composite_part(param, 0), composite_part(param, 1)
+        k1s = sorted(blind.token_keys(res_type, p1, first.system, first.code))
+        match second:
+            case TokenValue(system, code, _):
+                return [(param, k1, k2, None, None, None, None, None)
+                        for k1 in k1s for k2 in sorted(blind.token_keys(res_type, p2, system, code))]
+            case StringValue(text):
+                return [(param, k1, k2, None, None, None, None, None)
+                        for k1 in k1s for k2 in sorted(blind.string_keys(res_type, p2, text))]
+            case QuantityValue(number, system, code, unit):
+                return [(param, k1, None, None, None, float(number), system, code or unit) for k1 in k1s]
+            case DateValue(lo, hi):
+                return [(param, k1, None, lo, hi, None, None, None) for k1 in k1s]
+        return []
 
     def local_target(self, reference: str) -> tuple[str, str] | None:
         """(type, id) of a reference to a resource on this server, relative or by its absolute URL."""

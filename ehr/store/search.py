@@ -26,6 +26,7 @@ from ehr.store.search_sql import Compiler
 
 # A resource without the sort value sorts after the others.
 _INDEXED = frozenset({"string", "token", "date", "reference", "number", "quantity", "uri"})
+_SECOND_PARTS = frozenset({"token", "string", "quantity", "date"})
 _RESOURCE_LEVEL = "http://hl7.org/fhir/SearchParameter/Resource-"
 _NULL_LAST: dict[tuple[type, bool], int | float] = {
     (int, False): 2**62, (int, True): -(2**62), (float, False): 1e300, (float, True): -1e300,
@@ -44,7 +45,13 @@ def supported_params(res_type: str) -> Mapping[str, ParamDef]:
     yet); ``"Resource"`` gives those of every type, for system-level search."""
     if res_type == "Resource":
         return {c: p for c, p in supported_params("Patient").items() if p.url.startswith(_RESOURCE_LEVEL)}
-    return {code: p for code, p in params(res_type).items() if p.type in _INDEXED}
+    return {code: p for code, p in params(res_type).items() if p.type in _INDEXED or _indexed_composite(p)}
+
+
+def _indexed_composite(param: ParamDef) -> bool:
+    """Two-part composites led by a token (ehr/store/index.py indexes those)."""
+    kinds = tuple(c.type for c in param.components)
+    return param.type == "composite" and len(kinds) == 2 and kinds[0] == "token" and kinds[1] in _SECOND_PARTS
 
 
 _RESULT_PARAMETERS = ("_count", "_sort", "_include", "_revinclude", "_summary", "_elements", "_total", "_cursor")

@@ -24,11 +24,11 @@ from ehr.fhir.search.model import (
     ReferenceQuery,
     TokenQuery,
 )
-from ehr.store.index import TEXT_SUFFIX
+from ehr.store.index import TEXT_SUFFIX, composite_part
 
 _TABLE = {
     "string": "search_key", "token": "search_key", "uri": "search_key", "reference": "search_ref",
-    "date": "search_date", "number": "search_number", "quantity": "search_number",
+    "date": "search_date", "number": "search_number", "quantity": "search_number", "composite": "search_composite",
 }
 _MODIFIERS: dict[str, set[str | None]] = {
     "string": {None, "exact"},
@@ -38,6 +38,7 @@ _MODIFIERS: dict[str, set[str | None]] = {
     "date": {None},
     "number": {None},
     "quantity": {None},
+    "composite": {None},
 }
 _YEAR_US = 365 * 24 * 3600 * 1_000_000
 
@@ -128,6 +129,8 @@ class Compiler:
             return self._chain(crit, types, row)
         if crit.modifier not in _MODIFIERS[param.type] and not (param.type == "reference" and _is_type(crit.modifier)):
             raise EhrError(Category.INVALID, f"modifier ':{crit.modifier}' is not supported on '{param.code}'")
+        if table == "search_composite":
+            return f"{row} IN ({self._composite(crit, types)})"
         if table == "search_key":
             keys = self._keys(crit, types)
             negate = "NOT IN" if crit.modifier == "not" else "IN"
@@ -156,13 +159,41 @@ class Compiler:
                     keys.append(blind.string_query(res_type, code, value, exact=crit.modifier == "exact"))
         return keys
 
-    def _value(self, crit: Criterion, value: Any) -> str:
+    def _composite(self, crit: Criterion, types: Sequence[str]) -> str:
+        """Two-part composites: the token part by its keys, the second part by its own rules."""
+        code, blind, ors = crit.param.code, self._blind, []
+        for value in crit.values:
+            if not (isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], TokenQuery)):
+                raise EhrError(Category.INVALID, f"'{code}' takes two parts joined by $")
+            first, second = value[0], value[1]
+            assert isinstance(first, TokenQuery)
+            k1 = [blind.token_query(t, composite_part(code, 0), first.system, first.code) for t in types]
+            ors.append(f"(k1 IN ({self.args_list(k1)}) AND {self._second(code, second, types)})")
+        where = f"param = {self.arg(code)} AND res_type IN ({self.args_list(types)})"
+        return f"SELECT res_type, res_id FROM search_composite WHERE {where} AND ({' OR '.join(ors) or 'FALSE'})"
+
+    def _second(self, code: str, part: Any, types: Sequence[str]) -> str:
+        blind, name = self._blind, composite_part(code, 1)
+        if isinstance(part, TokenQuery):
+            keys = [blind.token_query(t, name, part.system, part.code) for t in types]
+        elif isinstance(part, str):
+            keys = [blind.string_query(t, name, part, exact=False) for t in types]
+        elif isinstance(part, (QuantityQuery, DateQuery)):
+            return self._value_of(part)
+        else:
+            raise EhrError(Category.INVALID, f"unsupported second part for '{code}'")
+        return f"k2 IN ({self.args_list(keys)})"
+
+    def _value_of(self, value: QuantityQuery | DateQuery) -> str:
         if isinstance(value, DateQuery):
             return _date_condition(value, "lo", "hi", self.arg, self._now_us)
-        if isinstance(value, QuantityQuery):
-            unit = "" if value.code is None else f" AND code = {self.arg(value.code)}"
-            system = "" if value.system is None else f" AND system = {self.arg(value.system)}"
-            return f"({_number_condition(value.number, 'value', self.arg)}{unit}{system})"
+        unit = "" if value.code is None else f" AND code = {self.arg(value.code)}"
+        system = "" if value.system is None else f" AND system = {self.arg(value.system)}"
+        return f"({_number_condition(value.number, 'value', self.arg)}{unit}{system})"
+
+    def _value(self, crit: Criterion, value: Any) -> str:
+        if isinstance(value, (DateQuery, QuantityQuery)):
+            return self._value_of(value)
         if isinstance(value, NumberQuery):
             return _number_condition(value, "value", self.arg)
         if isinstance(value, ReferenceQuery):

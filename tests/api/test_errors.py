@@ -116,7 +116,7 @@ async def test_metadata_is_public_and_generated(services: Services) -> None:
     assert params["family"] == "string" and params["identifier"] == "token" and params["birthdate"] == "date"
     assert "Patient:general-practitioner" in patient["searchInclude"]
     observation = next(r for r in statement["rest"][0]["resource"] if r["type"] == "Observation")
-    assert "code-value-quantity" not in {p["name"] for p in observation["searchParam"]}  # composites: not yet
+    assert "code-value-quantity" in {p["name"] for p in observation["searchParam"]}
 
 
 async def test_no_certificate_is_401(services: Services) -> None:

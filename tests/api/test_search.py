@@ -302,3 +302,28 @@ async def test_a_forged_cursor_is_a_clear_error(fhir: httpx.AsyncClient, records
     for cursor in ("garbage", "WyJuIiwgMV0", "WyJuIiwgMSwgMiwgM10"):
         response = await fhir.get(f"Patient?_cursor={cursor}")
         assert response.status_code == 400, cursor
+
+
+async def test_composite_code_value_quantity(fhir: httpx.AsyncClient, records: dict[str, str]) -> None:
+    assert await found(fhir, f"Observation?code-value-quantity={LOINC}|8480-6$gt130") == named(records, "o3")
+    assert await found(fhir, "Observation?code-value-quantity=8480-6$120||mm[Hg]") == named(records, "o1")
+    assert await found(fhir, "Observation?code-value-quantity=8867-4$gt130") == set()  # both parts from one element
+    assert await found(fhir, "Observation?code-value-quantity=8480-6$lt200,8867-4$72") == named(
+        records, "o1", "o2", "o3"
+    )
+
+
+async def test_composite_on_components(fhir: httpx.AsyncClient, records: dict[str, str]) -> None:
+    pressure = {
+        "resourceType": "Observation", "status": "final",
+        "code": {"coding": [{"system": LOINC, "code": "85354-9"}]},
+        "subject": {"reference": f"Patient/{records['p3']}"},
+        "component": [
+            {"code": {"coding": [{"system": LOINC, "code": "8480-6"}]}, "valueQuantity": {"value": 150}},
+            {"code": {"coding": [{"system": LOINC, "code": "8462-4"}]}, "valueQuantity": {"value": 95}},
+        ],
+    }
+    created = await post(fhir, pressure)
+    assert await found(fhir, "Observation?component-code-value-quantity=8462-4$gt90") == {created["id"]}
+    assert await found(fhir, "Observation?component-code-value-quantity=8462-4$gt100") == set()
+    assert await found(fhir, "Observation?component-code-value-quantity=8480-6$95") == set()  # not across components
