@@ -43,14 +43,22 @@ async def read_resource(request: Request, limit: int) -> Any:
 
 
 async def read_patch(request: Request, limit: int) -> Any:
-    """A JSON Patch body (application/json-patch+json); FHIRPath Patch is not supported yet."""
+    """A JSON Patch (application/json-patch+json) or a FHIRPath Patch Parameters (application/fhir+json)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type in _JSON_TYPES:
+        parameters = await read_resource(request, limit)
+        if not isinstance(parameters, dict) or parameters.get("resourceType") != "Parameters":
+            raise EhrError(Category.UNSUPPORTED_MEDIA, "a FHIR PATCH body is a FHIRPath Patch Parameters resource")
+        return parameters
     if content_type != "application/json-patch+json":
-        raise EhrError(Category.UNSUPPORTED_MEDIA, "PATCH takes application/json-patch+json (FHIRPath Patch: not yet)")
+        raise EhrError(Category.UNSUPPORTED_MEDIA, "PATCH takes application/json-patch+json or a FHIRPath Patch")
     try:
-        return parse_json(await read_body(request, limit))
+        operations = parse_json(await read_body(request, limit))
     except InvalidJSON as exc:
         raise EhrError(Category.INVALID, f"the body is not valid JSON: {exc}") from None
+    if not isinstance(operations, list):
+        raise EhrError(Category.INVALID, "a JSON Patch body is an array of operations")
+    return operations
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -184,7 +184,7 @@ async def _write(run: _Run, request: Request) -> Outcome:
     assert request.assigned is not None
     if request.method == "PATCH":
         event = Interaction("patch", request.res_type, request.assigned)
-        operations = patch.check_operations(request.resource)
+        operations = patch.check(request.resource)
         patched = await run.writer.patch(run.tx, run.ctx, event, request.assigned, operations, request.if_match)
         return Outcome(200, patched)
     if request.existing:  # a conditional create that matched: the existing resource, as it is

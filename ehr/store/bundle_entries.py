@@ -68,11 +68,14 @@ def read_target(url: str) -> Read:
 
 
 def patch_body(resource: Any) -> Any:
-    """R4 carries a JSON Patch in a bundle as a Binary (contentType application/json-patch+json)."""
+    """R4 carries a FHIRPath Patch in a bundle as its Parameters, a JSON Patch as a Binary
+    (contentType application/json-patch+json)."""
+    if isinstance(resource, dict) and resource.get("resourceType") == "Parameters":
+        return resource
     if not isinstance(resource, dict) or resource.get("resourceType") != "Binary":
-        raise EhrError(Category.UNSUPPORTED_MEDIA, "a PATCH entry takes a Binary holding a JSON Patch")
+        raise EhrError(Category.UNSUPPORTED_MEDIA, "a PATCH entry takes a Parameters or a Binary holding a JSON Patch")
     if resource.get("contentType") != _JSON_PATCH:
-        raise EhrError(Category.UNSUPPORTED_MEDIA, f"the Binary must be {_JSON_PATCH} (FHIRPath Patch: not yet)")
+        raise EhrError(Category.UNSUPPORTED_MEDIA, f"the Binary must be {_JSON_PATCH}")
     try:
         return parse_json(base64.b64decode(str(resource.get("data", "")), validate=True))
     except (binascii.Error, ValueError, InvalidJSON):

@@ -234,7 +234,7 @@ class Store:
         """JSON Patch of the current version (ehr/store/patch.py), written as an update."""
         async with self._audit.audited(ctx, Interaction("patch", res_type, res_id)) as event:
             self._authorize(ctx, res_type, "u")
-            checked = patch.check_operations(operations)
+            checked = patch.check(operations)
             async with self._db.transaction() as tx:
                 return await self._writer.patch(tx, ctx, event, res_id, checked, if_match)
 

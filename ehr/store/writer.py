@@ -85,7 +85,7 @@ class Writer:
         return await self.append(tx, ctx, event, res_id, head, None, "delete")
 
     async def patch(
-        self, tx: Executor, ctx: AccessContext, event: Interaction, res_id: str, operations: list[dict[str, Any]],
+        self, tx: Executor, ctx: AccessContext, event: Interaction, res_id: str, operations: patch.Patch,
         if_match: int | None,
     ) -> Version:
         """Apply a JSON Patch to the current version and write the result as an update."""

@@ -212,3 +212,23 @@ async def test_only_transaction_and_batch_are_accepted(fhir: httpx.AsyncClient) 
     assert response.status_code == 400
     response = await fhir.post("", json=patient("X"), headers=FHIR_JSON)
     assert response.status_code == 400
+
+
+async def test_fhirpath_patch_alone_and_in_a_transaction(fhir: httpx.AsyncClient) -> None:
+    created = (await fhir.post("Patient", json=patient("FP"), headers=FHIR_JSON)).json()
+    url = f"Patient/{created['id']}"
+    parameters = {"resourceType": "Parameters", "parameter": [{"name": "operation", "part": [
+        {"name": "type", "valueCode": "replace"}, {"name": "path", "valueString": "Patient.name[0].family"},
+        {"name": "value", "valueString": "FhirPathed"},
+    ]}]}
+    patched = await fhir.patch(url, json=parameters, headers=FHIR_JSON)
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["name"][0]["family"] == "FhirPathed"
+    assert (await fhir.patch(url, json=parameters, headers=JSON_PATCH)).status_code == 400  # not a JSON Patch
+    add = {"resourceType": "Parameters", "parameter": [{"name": "operation", "part": [
+        {"name": "type", "valueCode": "add"}, {"name": "path", "valueString": "Patient"},
+        {"name": "name", "valueString": "gender"}, {"name": "value", "valueCode": "unknown"},
+    ]}]}
+    result = await send(fhir, bundle("transaction", entry("PATCH", url, add)))
+    assert result["entry"][0]["response"]["status"] == "200 OK"
+    assert (await fhir.get(url)).json()["gender"] == "unknown"
