@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -327,3 +328,35 @@ async def test_composite_on_components(fhir: httpx.AsyncClient, records: dict[st
     assert await found(fhir, "Observation?component-code-value-quantity=8462-4$gt90") == {created["id"]}
     assert await found(fhir, "Observation?component-code-value-quantity=8462-4$gt100") == set()
     assert await found(fhir, "Observation?component-code-value-quantity=8480-6$95") == set()  # not across components
+
+
+async def test_paging_under_concurrent_writers(fhir: httpx.AsyncClient, records: dict[str, str]) -> None:
+    """Writers create and update patients while a reader pages: every patient that existed before
+    and was never deleted is seen exactly once."""
+    before = await search(fhir, "Patient?_count=500")
+    original = {e["resource"]["id"] for e in before["entry"]}
+    stop = asyncio.Event()
+
+    async def writer(n: int) -> None:
+        k = 0
+        while not stop.is_set() and k < 25:  # bounded, so the reader always reaches the end
+            await post(fhir, patient(f"W{n}x{k}", "Y", "other", "1990", f"MRN-W{n}-{k}"))
+            current = (await fhir.get(f"Patient/{records['p1']}")).json()
+            await fhir.put(f"Patient/{records['p1']}", json=current, headers={"Content-Type": FHIR_JSON})
+            k += 1
+
+    writers = [asyncio.create_task(writer(n)) for n in range(3)]
+    try:
+        seen: list[str] = []
+        page = await search(fhir, "Patient?_count=1")
+        while True:
+            seen += [e["resource"]["id"] for e in page["entry"]]
+            following = [link["url"] for link in page["link"] if link["relation"] == "next"]
+            if not following:
+                break
+            page = await search(fhir, following[0])
+    finally:
+        stop.set()
+        await asyncio.gather(*writers)
+    assert len(seen) == len(set(seen))
+    assert original <= set(seen)
