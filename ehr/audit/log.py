@@ -23,7 +23,6 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 from ehr.audit.events import Interaction, build
@@ -31,6 +30,7 @@ from ehr.context import AccessContext
 from ehr.crypto.canonical import canonical_json
 from ehr.crypto.envelope import seal
 from ehr.crypto.keys import KeyStore
+from ehr.db import bulk
 from ehr.db.database import Database, Executor, Row, Statement
 from ehr.errors import Category, EhrError
 from ehr.store.records import instant
@@ -87,21 +87,14 @@ class Recorded:
     statements: list[Statement]
 
 
-@lru_cache(maxsize=256)
-def _insert_sql(count: int, dialect: str) -> tuple[str, str]:
-    """Multi-row INSERTs of ``count`` events and their pending marks (one text per batch size)."""
-    width = len(EVENT_COLUMNS)
-    rows = ", ".join(
-        "(" + ", ".join(f"${i * width + j}" for j in range(1, width + 1)) + ")" for i in range(count)
-    )
-    events = f"INSERT INTO audit_event ({', '.join(EVENT_COLUMNS)}) VALUES {rows}"
-    marks = ", ".join(f"(${n}, {_XID[dialect]})" for n in range(1, count + 1))
-    return events, f"INSERT INTO audit_pending (event_id, xid) VALUES {marks}"
-
-
 def insert_statements(rows: Sequence[dict[str, Any]], dialect: str) -> list[Statement]:
-    events, pending = _insert_sql(len(rows), dialect)
-    return [(events, [row[c] for row in rows for c in EVENT_COLUMNS]), (pending, [row["id"] for row in rows])]
+    """The events and their pending marks; on PostgreSQL one fixed text per table whatever the count."""
+    ids = [row["id"] for row in rows]
+    events = bulk.insert(dialect, "audit_event", EVENT_COLUMNS, [[row[c] for c in EVENT_COLUMNS] for row in rows])
+    if dialect == "postgresql":
+        marks = f"INSERT INTO audit_pending (event_id, xid) SELECT u, {_XID[dialect]} FROM unnest($1::text[]) AS u"
+        return [*events, (marks, [ids])]
+    return [*events, *bulk.insert(dialect, "audit_pending", ("event_id", "xid"), [(i, 0) for i in ids])]
 
 
 class AuditLog:

@@ -27,6 +27,8 @@ PREFIX, EXACT, CODE, SYSTEM_CODE, SYSTEM, URI = b"p", b"x", b"c", b"k", b"s", b"
 
 def normalise(text: str) -> str:
     """Case folded, accents removed (NFKD, combining marks dropped), whitespace collapsed."""
+    if text.isascii():  # NFKD leaves ASCII as it is, and it has no combining marks
+        return " ".join(text.casefold().split())
     decomposed = unicodedata.normalize("NFKD", text)
     stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
     return " ".join(stripped.casefold().split())
@@ -43,14 +45,22 @@ class BlindIndex:
         self._key = key
 
     def key(self, form: bytes, res_type: str, param: str, value: str) -> bytes:
-        material = form + _SEP + res_type.encode() + _SEP + param.encode() + _SEP + value.encode()
+        material = self._header(form, res_type, param) + value.encode()
         return blake2b(material, key=self._key, digest_size=16).digest()
 
+    @staticmethod
+    def _header(form: bytes, res_type: str, param: str) -> bytes:
+        return form + _SEP + res_type.encode() + _SEP + param.encode() + _SEP
+
     def string_keys(self, res_type: str, param: str, text: str) -> set[bytes]:
-        """Every key a stored string answers to: its normalised prefixes and its exact text."""
-        norm = normalise(text)[:MAX_PREFIX]
-        keys = {self.key(PREFIX, res_type, param, norm[:n]) for n in range(1, len(norm) + 1)}
-        keys.add(self.key(EXACT, res_type, param, text))
+        """Every key a stored string answers to: its normalised prefixes and its exact text. The
+        prefixes' keys come from one running hash (the value is the material's last field, so the
+        key of each prefix is the running state's digest), not one keyed hash each."""
+        running = blake2b(self._header(PREFIX, res_type, param), key=self._key, digest_size=16)
+        keys = {self.key(EXACT, res_type, param, text)}
+        for char in normalise(text)[:MAX_PREFIX]:
+            running.update(char.encode())
+            keys.add(running.copy().digest())
         return keys
 
     def string_query(self, res_type: str, param: str, text: str, *, exact: bool) -> bytes:

@@ -18,7 +18,7 @@ import re
 import sqlite3
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import aiosqlite
 import asyncpg  # type: ignore[import-untyped]
@@ -39,6 +39,13 @@ class Executor(Protocol):
     async def fetch_all(self, sql: str, *args: Any) -> list[Row]: ...
     async def execute(self, sql: str, *args: Any) -> int: ...  # rows affected
     async def execute_all(self, statements: Sequence[Statement]) -> None: ...  # all or nothing
+
+
+@runtime_checkable
+class CopyExecutor(Executor, Protocol):
+    """A transaction on PostgreSQL: rows can also go in by binary COPY."""
+
+    async def copy(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None: ...
 
 
 class Database(Executor, Protocol):
@@ -82,6 +89,13 @@ class _PgExecutor:
 
     async def execute_all(self, statements: Sequence[Statement]) -> None:
         await self.execute(*_one_statement(statements))
+
+    async def copy(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            try:
+                await self._conn.copy_records_to_table(table, records=[tuple(r) for r in rows], columns=list(columns))
+            except asyncpg.UniqueViolationError:
+                raise Conflict from None
 
 
 def _renumber(text: str, offset: int) -> str:

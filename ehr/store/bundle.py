@@ -22,6 +22,7 @@ from ehr.db.database import Executor
 from ehr.errors import Category, EhrError
 from ehr.fhir.search.model import Search
 from ehr.store import ingest, patch, sql
+from ehr.store.persist import Pending
 from ehr.store.records import Version, to_version
 from ehr.store.search import criteria_of
 from ehr.store.writer import Writer, one_match
@@ -62,6 +63,7 @@ class _Run:
     base: str
     authorize: Callable[[AccessContext, str, str], None]
     references: dict[str, str] = field(default_factory=dict)  # fullUrl -> Type/id
+    pending: list[Pending] = field(default_factory=list)       # written together (ehr/store/persist.py)
 
 
 async def transaction(run: _Run, requests: list[Request]) -> list[Outcome]:
@@ -72,7 +74,9 @@ async def transaction(run: _Run, requests: list[Request]) -> list[Outcome]:
     for request in ordered:
         if request.method == "DELETE":
             outcomes[request.index] = await _entry(request, _delete(run, request))
-        else:
+    await _flush(run)  # deletes land before conditional creates look for matches (R4's order)
+    for request in ordered:
+        if request.method != "DELETE":
             await _entry(request, _assign(run, request))
     _check_distinct(requests)
     for request in ordered:
@@ -81,7 +85,13 @@ async def transaction(run: _Run, requests: list[Request]) -> list[Outcome]:
     for request in ordered:
         if request.method != "DELETE":
             outcomes[request.index] = await _entry(request, _write(run, request))
+    await _flush(run)
     return [outcomes[r.index] for r in requests]
+
+
+async def _flush(run: _Run) -> None:
+    pending, run.pending = run.pending, []
+    await run.writer.flush(run.tx, pending)
 
 
 def new_run(
@@ -108,7 +118,7 @@ async def _delete(run: _Run, request: Request) -> Outcome:
         return Outcome(204)
     request.assigned = res_id
     event = Interaction("delete", request.res_type, res_id, query=request.query)
-    tombstone = await run.writer.delete(run.tx, run.ctx, event, res_id, request.if_match)
+    tombstone = await run.writer.delete(run.tx, run.ctx, event, res_id, request.if_match, run.pending)
     return Outcome(204, tombstone)
 
 
@@ -185,7 +195,9 @@ async def _write(run: _Run, request: Request) -> Outcome:
     if request.method == "PATCH":
         event = Interaction("patch", request.res_type, request.assigned)
         operations = patch.check(request.resource)
-        patched = await run.writer.patch(run.tx, run.ctx, event, request.assigned, operations, request.if_match)
+        patched = await run.writer.patch(
+            run.tx, run.ctx, event, request.assigned, operations, request.if_match, run.pending
+        )
         return Outcome(200, patched)
     if request.existing:  # a conditional create that matched: the existing resource, as it is
         row = await run.tx.fetch_one(sql.NEWEST, request.res_type, request.assigned)
@@ -195,12 +207,12 @@ async def _write(run: _Run, request: Request) -> Outcome:
     ingest.check_resource(resource, request.res_type, request.assigned)
     if request.method == "POST":
         event = Interaction("create", request.res_type, query=request.query)
-        return Outcome(201, await run.writer.create(run.tx, run.ctx, event, request.assigned, resource))
+        return Outcome(201, await run.writer.create(run.tx, run.ctx, event, request.assigned, resource, run.pending))
     ingest.check_id(request.assigned)
     if await run.writer.head(run.tx, request.res_type, request.assigned) is None:
         run.authorize(run.ctx, request.res_type, "c")
     event = Interaction("update", request.res_type, request.assigned, query=request.query)
-    result = await run.writer.update(run.tx, run.ctx, event, request.assigned, resource, request.if_match)
+    result = await run.writer.update(run.tx, run.ctx, event, request.assigned, resource, request.if_match, run.pending)
     return Outcome(201 if result.created else 200, result.version)
 
 

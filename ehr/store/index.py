@@ -1,4 +1,4 @@
-"""The search index rows of one resource, and the statements that replace them on a write.
+"""The search index rows of one resource (ehr/store/persist.py writes them with the version).
 
 Extraction (ehr/fhir/search/extract.py) says which values a resource is searchable by; this module
 turns them into rows: strings, tokens and uris as blind keys (ehr/crypto/blind.py), references as
@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ehr.crypto.blind import URI, BlindIndex
-from ehr.db.database import Statement
 from ehr.fhir.search.extract import extract, patient_compartment
 from ehr.fhir.search.values import (
     CompositeValue,
@@ -28,7 +27,7 @@ from ehr.fhir.search.values import (
 )
 
 TABLES = ("search_key", "search_ref", "search_date", "search_number", "search_composite", "search_compartment")
-_COLUMNS = {
+COLUMNS = {
     "search_key": ("param", "k"),
     "search_ref": ("param", "target_type", "target_id", "url"),
     "search_date": ("param", "lo", "hi"),
@@ -36,13 +35,7 @@ _COLUMNS = {
     "search_composite": ("param", "k1", "k2", "lo", "hi", "value", "system", "code"),
     "search_compartment": ("patient",),
 }
-_PG_TYPES = {
-    "param": "text", "k": "bytea", "target_type": "text", "target_id": "text", "url": "text",
-    "lo": "bigint", "hi": "bigint", "value": "float8", "system": "text", "code": "text", "patient": "text",
-    "k1": "bytea", "k2": "bytea",
-}
 _LOCAL = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
-_SQLITE_CHUNK = 100
 TEXT_SUFFIX = ":text"  # tokens' display text is indexed as a string under "<param>:text"
 
 
@@ -53,6 +46,8 @@ def composite_part(param: str, n: int) -> str:
 
 @dataclass(slots=True)
 class IndexRows:
+    """Per table, whole rows: (res_type, res_id, *COLUMNS[table])."""
+
     rows: dict[str, list[tuple[Any, ...]]] = field(default_factory=lambda: {t: [] for t in TABLES})
     patients: frozenset[str] = frozenset()
 
@@ -73,12 +68,14 @@ class Indexer:
         keys: set[tuple[str, bytes]] = set()
         for param, value in extract(resource):
             self._add(out, keys, res_type, param, value)
-        out.rows["search_key"] = sorted(keys)
         patients = set(patient_compartment(resource))
         if res_type == "Patient":
             patients.add(res_id)
         out.patients = frozenset(patients)
         out.rows["search_compartment"] = [(p,) for p in sorted(patients)]
+        for table, rows in out.rows.items():  # whole rows, as the tables take them
+            out.rows[table] = [(res_type, res_id, *row) for row in rows]
+        out.rows["search_key"] = [(res_type, res_id, param, k) for param, k in keys]
         return out
 
     def _add(self, out: IndexRows, keys: set[tuple[str, bytes]], res_type: str, param: str, value: object) -> None:
@@ -138,34 +135,3 @@ class Indexer:
         match = _LOCAL.match(reference)
         return (match[1], match[2]) if match else None
 
-
-def statements(dialect: str, res_type: str, res_id: str, index: IndexRows | None, replace: bool) -> list[Statement]:
-    """Replace the resource's index rows (``replace``: it had some) with ``index`` (None: a delete)."""
-    out: list[Statement] = []
-    if replace:
-        out += [(f"DELETE FROM {t} WHERE res_type = $1 AND res_id = $2", [res_type, res_id]) for t in TABLES]
-    if index is None:
-        return out
-    for table, rows in index.rows.items():
-        if rows:
-            out += _insert(dialect, table, res_type, res_id, rows)
-    return out
-
-
-def _insert(dialect: str, table: str, res_type: str, res_id: str, rows: list[tuple[Any, ...]]) -> list[Statement]:
-    cols = _COLUMNS[table]
-    names = ", ".join(("res_type", "res_id", *cols))
-    if dialect == "postgresql":  # one statement text whatever the row count (asyncpg prepares each text)
-        arrays = ", ".join(f"${n + 3}::{_PG_TYPES[c]}[]" for n, c in enumerate(cols))
-        sql = f"INSERT INTO {table} ({names}) SELECT $1, $2, * FROM unnest({arrays})"
-        return [(sql, [res_type, res_id, *([row[i] for row in rows] for i in range(len(cols)))])]
-    out: list[Statement] = []
-    width = len(cols)
-    for start in range(0, len(rows), _SQLITE_CHUNK):
-        part = rows[start : start + _SQLITE_CHUNK]
-        values = ", ".join(
-            "($1, $2, " + ", ".join(f"${3 + i * width + j}" for j in range(width)) + ")" for i in range(len(part))
-        )
-        flat = [res_type, res_id, *(v for r in part for v in r)]
-        out.append((f"INSERT INTO {table} ({names}) VALUES {values}", flat))
-    return out

@@ -17,7 +17,8 @@ from ehr.crypto.keys import KeyStore
 from ehr.db.database import Database, Executor, Row
 from ehr.errors import Category, EhrError
 from ehr.fhir.search.model import Search
-from ehr.store import index, ingest, patch, sql
+from ehr.store import index, ingest, patch, persist, sql
+from ehr.store.persist import Pending
 from ehr.store.records import GENESIS, Version, head_row, instant, open_body, seal_version
 from ehr.store.search import Runner, Scope
 from ehr.store.search_sql import Compiler
@@ -58,37 +59,29 @@ class Writer:
         return await runner.ids(criteria, Scope((criteria.resource_type,), None))
 
     async def create(
-        self, tx: Executor | Database, ctx: AccessContext, event: Interaction, res_id: str, resource: Any
+        self, tx: Executor | Database, ctx: AccessContext, event: Interaction, res_id: str, resource: Any,
+        defer: list[Pending] | None = None,
     ) -> Version:
         """A new resource under a fresh id (no head to lock: the group is one atomic statement)."""
-        return await self.append(tx, ctx, event, res_id, None, resource, "create")
+        return await self.append(tx, ctx, event, res_id, None, resource, "create", defer)
 
     async def update(
-        self, tx: Executor, ctx: AccessContext, event: Interaction, res_id: str, resource: Any, if_match: int | None
+        self, tx: Executor, ctx: AccessContext, event: Interaction, res_id: str, resource: Any, if_match: int | None,
+        defer: list[Pending] | None = None,
     ) -> WriteResult:
         """Update, or create under the client's id when there is none (the caller authorized both)."""
         res_type = event.resource_type or ""
         head = await tx.fetch_one(sql.HEAD + self._db.for_update, res_type, res_id)
         check_precondition(head, if_match)
         method = "create" if head is None else "update"
-        written = await self.append(tx, ctx, event, res_id, head, resource, method)
+        written = await self.append(tx, ctx, event, res_id, head, resource, method, defer)
         return WriteResult(written, created=head is None or bool(head["deleted"]))
-
-    async def delete(
-        self, tx: Executor, ctx: AccessContext, event: Interaction, res_id: str, if_match: int | None
-    ) -> Version | None:
-        """A tombstone; deleting what does not exist, or is already deleted, writes nothing."""
-        head = await tx.fetch_one(sql.HEAD + self._db.for_update, event.resource_type or "", res_id)
-        check_precondition(head, if_match)
-        if head is None or head["deleted"]:
-            return None
-        return await self.append(tx, ctx, event, res_id, head, None, "delete")
 
     async def patch(
         self, tx: Executor, ctx: AccessContext, event: Interaction, res_id: str, operations: patch.Patch,
-        if_match: int | None,
+        if_match: int | None, defer: list[Pending] | None = None,
     ) -> Version:
-        """Apply a JSON Patch to the current version and write the result as an update."""
+        """Apply a patch to the current version and write the result as an update."""
         res_type = event.resource_type or ""
         head = await tx.fetch_one(sql.HEAD + self._db.for_update, res_type, res_id)
         check_precondition(head, if_match)
@@ -100,7 +93,18 @@ class Writer:
         assert body is not None
         patched = patch.apply(body, operations)
         ingest.check_resource(patched, res_type, res_id)
-        return await self.append(tx, ctx, event, res_id, head, patched, "update")
+        return await self.append(tx, ctx, event, res_id, head, patched, "update", defer)
+
+    async def delete(
+        self, tx: Executor, ctx: AccessContext, event: Interaction, res_id: str, if_match: int | None,
+        defer: list[Pending] | None = None,
+    ) -> Version | None:
+        """A tombstone; deleting what does not exist, or is already deleted, writes nothing."""
+        head = await tx.fetch_one(sql.HEAD + self._db.for_update, event.resource_type or "", res_id)
+        check_precondition(head, if_match)
+        if head is None or head["deleted"]:
+            return None
+        return await self.append(tx, ctx, event, res_id, head, None, "delete", defer)
 
     async def head(self, tx: Executor, res_type: str, res_id: str) -> Row | None:
         return await tx.fetch_one(sql.HEAD, res_type, res_id)
@@ -114,8 +118,26 @@ class Writer:
         head: Row | None,
         resource: Any,
         method: str,
+        defer: list[Pending] | None = None,
     ) -> Version:
-        """Write the next version, its head, its index rows and its AuditEvent in one atomic unit."""
+        """The next version, its head, its index rows and its AuditEvent, written as one atomic unit
+        now, or added to ``defer`` for the caller to :meth:`flush` within the same transaction."""
+        pending, version = self._prepare(ctx, event, res_id, head, resource, method)
+        if defer is None:
+            await self.flush(tx, [pending])
+        else:
+            defer.append(pending)
+        event.committed = True  # its AuditEvent commits with the data (or not at all)
+        return version
+
+    async def flush(self, tx: Executor | Database, pendings: list[Pending]) -> None:
+        if pendings:
+            await persist.write(tx, self._db.dialect, pendings)
+            self.statistics.wrote(len(pendings))
+
+    def _prepare(
+        self, ctx: AccessContext, event: Interaction, res_id: str, head: Row | None, resource: Any, method: str
+    ) -> tuple[Pending, Version]:
         res_type = event.resource_type or ""
         version = 1 if head is None else head["version"] + 1
         ts_us = self._clock.now_us() if head is None else max(self._clock.now_us(), head["ts_us"] + 1)
@@ -133,20 +155,9 @@ class Writer:
             "prev_hash": GENESIS if head is None else bytes(head["hash"]),
         }
         seal_version(self.keys, row, body)
-        new_head = head_row(self.keys, row)
         event.resource_id, event.version, event.patient = res_id, version, row["compartment"]
-        audit = self._audit.prepare(ctx, event)
-        await tx.execute_all(
-            [
-                (sql.INSERT_VERSION, [row[c] for c in sql.VERSION_COLUMNS]),
-                (sql.INSERT_HEAD if head is None else sql.UPDATE_HEAD, [new_head[c] for c in sql.HEAD_COLUMNS]),
-                *index.statements(self._db.dialect, res_type, res_id, rows, replace=head is not None),
-                *audit.statements,
-            ]
-        )
-        event.committed = True
-        self.statistics.wrote()
-        return Version(res_type, res_id, version, ts_us, resource is None, method, body)
+        pending = Pending(row, head_row(self.keys, row), head is None, rows, self._audit.prepare(ctx, event).row)
+        return pending, Version(res_type, res_id, version, ts_us, resource is None, method, body)
 
 
 def check_precondition(head: Row | None, if_match: int | None) -> None:
