@@ -102,6 +102,8 @@ class Indexer:
                 out.rows["search_number"].append((param, float(number), None, None))
             case QuantityValue(number, system, code, unit):
                 out.rows["search_number"].append((param, float(number), system, code or unit))
+                if unit and code and unit != code:  # N||unit matches the code or the human unit (R4)
+                    out.rows["search_number"].append((param, float(number), None, unit))
             case CompositeValue(parts):
                 out.rows["search_composite"] += self._composite(res_type, param, parts)
             case _:

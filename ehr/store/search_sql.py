@@ -105,39 +105,68 @@ class Compiler:
         return ", ".join(self.arg(v) for v in values) or "NULL"
 
     def criterion(self, crit: Criterion | HasCriterion, types: Sequence[str], alias: str) -> str:
+        """A predicate on the resource_head row ``alias``."""
+        found = self.membership(crit, types)
+        if found is None:
+            return self._on_head(crit, alias)
+        sub, negated = found
+        return f"({alias}.res_type, {alias}.res_id) {'NOT IN' if negated else 'IN'} ({sub})"
+
+    def membership(self, crit: Criterion | HasCriterion, types: Sequence[str]) -> tuple[str, bool] | None:
+        """A subquery of the (res_type, res_id) the criterion matches (or, when negated, excludes);
+        None for the criteria that are columns of the head itself (_id, _lastUpdated)."""
         if isinstance(crit, HasCriterion):
-            return self._has(crit, types, alias)
+            return self._has(crit, types), False
         param = crit.param
-        row = f"({alias}.res_type, {alias}.res_id)"
-        if param.code in ("_id", "_lastUpdated") and crit.missing is not None:
-            return "FALSE" if crit.missing else "TRUE"  # every resource has both
-        if param.code == "_id":
-            return self._ids(crit, alias)
-        if param.code == "_lastUpdated":
-            ranges = [
-                _date_condition(v, f"{alias}.ts_us", f"({alias}.ts_us + 1)", self.arg, self._now_us)
-                for v in crit.values if isinstance(v, DateQuery)
-            ]
-            return "(" + " OR ".join(ranges) + ")"
+        if param.code in ("_id", "_lastUpdated"):
+            return None
         table = _TABLE.get(param.type)
         if table is None:
             raise EhrError(Category.INVALID, f"search parameter '{param.code}' is not supported")
         if crit.missing is not None:
             sub = f"SELECT res_type, res_id FROM {table} WHERE param = {self.arg(param.code)}"
-            return f"{row} {'NOT IN' if crit.missing else 'IN'} ({sub} AND res_type IN ({self.args_list(types)}))"
+            return f"{sub} AND res_type IN ({self.args_list(types)})", crit.missing
         if crit.chain is not None:
-            return self._chain(crit, types, row)
+            return self._chain(crit, types), False
         if crit.modifier not in _MODIFIERS[param.type] and not (param.type == "reference" and _is_type(crit.modifier)):
             raise EhrError(Category.INVALID, f"modifier ':{crit.modifier}' is not supported on '{param.code}'")
         if table == "search_composite":
-            return f"{row} IN ({self._composite(crit, types)})"
+            return self._composite(crit, types), False
         if table == "search_key":
             keys = self._keys(crit, types)
-            negate = "NOT IN" if crit.modifier == "not" else "IN"
-            return f"{row} {negate} (SELECT res_type, res_id FROM search_key WHERE k IN ({self.args_list(keys)}))"
+            sub = f"SELECT res_type, res_id FROM search_key WHERE k IN ({self.args_list(keys)})"
+            return sub, crit.modifier == "not"
         where = f"param = {self.arg(param.code)} AND res_type IN ({self.args_list(types)})"
         conds = " OR ".join(self._value(crit, value) for value in crit.values)
-        return f"{row} IN (SELECT res_type, res_id FROM {table} WHERE {where} AND ({conds or 'FALSE'}))"
+        return f"SELECT res_type, res_id FROM {table} WHERE {where} AND ({conds or 'FALSE'})", False
+
+    def _on_head(self, crit: Criterion | HasCriterion, alias: str) -> str:
+        assert isinstance(crit, Criterion)
+        if crit.missing is not None:
+            return "FALSE" if crit.missing else "TRUE"  # every resource has both
+        if crit.param.code == "_id":
+            return self._ids(crit, alias)
+        ranges = [
+            _date_condition(v, f"{alias}.ts_us", f"({alias}.ts_us + 1)", self.arg, self._now_us)
+            for v in crit.values if isinstance(v, DateQuery)
+        ]
+        return "(" + " OR ".join(ranges) + ")"
+
+    def _matching(self, crit: Criterion | HasCriterion, res_type: str, alias: str) -> str:
+        """(type, id) pairs of current ``res_type`` resources matching ``crit``, for a chain or _has.
+        A positive criterion needs no head: only current versions have index rows (a delete removes
+        them), and without the join PostgreSQL plans fresh, unanalysed tables sensibly."""
+        found = self.membership(crit, [res_type])
+        if found is not None and not found[1]:
+            return found[0]
+        if found is None:
+            inner = self._on_head(crit, alias)
+        else:  # negated: the head's rows, less the matches (the arguments are bound once)
+            inner = f"({alias}.res_type, {alias}.res_id) NOT IN ({found[0]})"
+        return (
+            f"SELECT {alias}.res_type, {alias}.res_id FROM resource_head {alias} "
+            f"WHERE {alias}.res_type = {self.arg(res_type)} AND NOT {alias}.deleted AND {inner}"
+        )
 
     def _ids(self, crit: Criterion, alias: str) -> str:
         ids = [v.code for v in crit.values if isinstance(v, TokenQuery) and v.code is not None]
@@ -208,31 +237,21 @@ class Compiler:
             return f"(target_type = {self.arg(target)} AND target_id = {self.arg(ref.id)})"
         return f"target_id = {self.arg(ref.id)}"
 
-    def _chain(self, crit: Criterion, types: Sequence[str], row: str) -> str:
+    def _chain(self, crit: Criterion, types: Sequence[str]) -> str:
         assert crit.chain is not None
         target = crit.chain_type or (crit.param.targets[0] if len(crit.param.targets) == 1 else None)
         if target is None:
             raise EhrError(Category.INVALID, f"chained '{crit.param.code}' needs a type modifier")
-        inner = self.criterion(crit.chain, [target], "c")
-        matched = (
-            f"SELECT c.res_id FROM resource_head c WHERE c.res_type = {self.arg(target)} AND NOT c.deleted AND {inner}"
-        )
+        matched = self._matching(crit.chain, target, "c")
         where = f"param = {self.arg(crit.param.code)} AND res_type IN ({self.args_list(types)})"
-        return (
-            f"{row} IN (SELECT res_type, res_id FROM search_ref WHERE {where} "
-            f"AND target_type = {self.arg(target)} AND target_id IN ({matched}))"
-        )
+        return f"SELECT res_type, res_id FROM search_ref WHERE {where} AND (target_type, target_id) IN ({matched})"
 
-    def _has(self, crit: HasCriterion, types: Sequence[str], alias: str) -> str:
+    def _has(self, crit: HasCriterion, types: Sequence[str]) -> str:
         source = crit.source_type
-        inner = self.criterion(crit.criterion, [source], "s")
-        matched = (
-            f"SELECT s.res_id FROM resource_head s WHERE s.res_type = {self.arg(source)} AND NOT s.deleted AND {inner}"
-        )
+        matched = self._matching(crit.criterion, source, "s")
         return (
-            f"({alias}.res_type, {alias}.res_id) IN (SELECT target_type, target_id FROM search_ref "
-            f"WHERE res_type = {self.arg(source)} AND param = {self.arg(crit.reference.code)} "
-            f"AND target_type IN ({self.args_list(types)}) AND res_id IN ({matched}))"
+            f"SELECT target_type, target_id FROM search_ref WHERE param = {self.arg(crit.reference.code)} "
+            f"AND target_type IN ({self.args_list(types)}) AND (res_type, res_id) IN ({matched})"
         )
 
 
