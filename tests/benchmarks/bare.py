@@ -3,8 +3,9 @@
 A raw ASGI callable (no framework) served exactly like the real server: uvicorn through
 ``ehr.tls.EhrServerConfig`` (same certificates, TLS policy and protocol class), uvloop, one process.
 ``POST /fhir/Patient`` gives the resource an id, inserts (id, JSON) and answers 201 with it;
-``GET /fhir/Patient/{id}`` selects and returns it. No validation, crypto, versioning, audit or
-authorization: the gap between this and ``ehr serve`` is what those safeguards cost.
+``GET /fhir/Patient/{id}`` selects and returns it; ``GET /fhir/Patient?family=x`` (or ``identifier=``)
+answers a searchset Bundle from a JSON lookup in a table of its own (bare_search.py). No validation,
+crypto, versioning, audit or authorization: the gap to ``ehr serve`` is what those safeguards cost.
 
 PostgreSQL through an asyncpg pool; SQLite through aiosqlite with the real server's durability
 settings (WAL, ``synchronous=FULL``). Run as ``python -m tests.benchmarks.bare --help``.
@@ -18,12 +19,14 @@ import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import parse_qsl
 
 import aiosqlite
-import asyncpg
+import asyncpg  # type: ignore[import-untyped]
 import uvicorn
 
 from ehr.tls import EhrServerConfig
+from tests.benchmarks.bare_search import PARAMS, PatientSearch, PostgresSearch, SqliteSearch, searchset
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -37,6 +40,9 @@ _SELECT = "SELECT body FROM bare_patient WHERE id = {0}"
 
 
 class Patients(Protocol):
+    @property
+    def search(self) -> PatientSearch: ...
+
     async def insert(self, patient_id: str, body: str) -> None: ...
 
     async def select(self, patient_id: str) -> str | None: ...
@@ -47,11 +53,13 @@ class Patients(Protocol):
 class PostgresPatients:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+        self.search = PostgresSearch(pool)
 
     @classmethod
     async def open(cls, dsn: str) -> PostgresPatients:
         pool = await asyncpg.create_pool(dsn, min_size=POOL_SIZE, max_size=POOL_SIZE)
         await pool.execute(_CREATE_TABLE.format(id_type="uuid"))
+        await PostgresSearch.create_schema(pool)
         return cls(pool)
 
     async def insert(self, patient_id: str, body: str) -> None:
@@ -70,6 +78,7 @@ class SqlitePatients:
 
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
+        self.search = SqliteSearch(db)
 
     @classmethod
     async def open(cls, path: Path) -> SqlitePatients:
@@ -77,6 +86,7 @@ class SqlitePatients:
         for pragma in ("journal_mode=WAL", "synchronous=FULL", "busy_timeout=30000"):
             await db.execute(f"PRAGMA {pragma}")
         await db.execute(_CREATE_TABLE.format(id_type="TEXT"))
+        await SqliteSearch.create_schema(db)
         return cls(db)
 
     async def insert(self, patient_id: str, body: str) -> None:
@@ -102,7 +112,7 @@ async def open_patients(database_url: str) -> Patients:
 
 
 class BareApp:
-    """The ASGI app: two routes, everything else 404."""
+    """The ASGI app: three routes, everything else 404."""
 
     def __init__(self, patients: Patients) -> None:
         self._patients = patients
@@ -115,6 +125,8 @@ class BareApp:
             await self._create(receive, send)
         elif method == "GET" and path.startswith(PATIENTS + "/"):
             await self._read(path.removeprefix(PATIENTS + "/"), send)
+        elif method == "GET" and path == PATIENTS:
+            await self._search(scope["query_string"].decode("latin-1"), send)
         else:
             await _respond(send, 404, b"")
 
@@ -131,6 +143,15 @@ class BareApp:
             await _respond(send, 404, b"")
         else:
             await _respond(send, 200, body.encode())
+
+    async def _search(self, query: str, send: Send) -> None:
+        """One of the search parameters, once; anything else is a 400."""
+        pairs = parse_qsl(query)
+        if len(pairs) != 1 or pairs[0][0] not in PARAMS:
+            await _respond(send, 400, b"")
+            return
+        found = await self._patients.search.find(*pairs[0])
+        await _respond(send, 200, searchset(query, found))
 
 
 def _is_uuid(text: str) -> bool:

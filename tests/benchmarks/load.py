@@ -7,7 +7,9 @@ the handshake, not the server.
 
 Each of ``concurrency`` clients holds one connection (opened before the clock starts) and sends
 one request at a time, taking the next from a shared budget until ``total`` have been sent.
-Latency is measured from writing the request to reading the last byte of the response.
+Latency is measured from writing the request to reading the last byte of the response. A load is
+one request repeated, or a list of :class:`Exchange` taken in turn, each with a check of its answer:
+a response with the expected status but the wrong content counts as a failure, not as a fast result.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import math
 import ssl
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 WHY_NOT_AB = "not ab: ab speaks HTTP/1.0, which uvicorn never keeps alive, so every ab request is a new mTLS handshake"
@@ -35,6 +38,23 @@ class Target:
     tls: ssl.SSLContext
 
 
+@dataclass(frozen=True)
+class Load:
+    """What to run: an operation's name, the number of connections and a fixed request count."""
+
+    operation: str
+    concurrency: int
+    requests: int
+
+    @property
+    def time_limit(self) -> float:
+        """Generous: 60 s plus 50 ms a request."""
+        return 60 + self.requests * 0.05
+
+    def scaled(self, factor: float) -> Load:
+        return Load(self.operation, self.concurrency, max(self.concurrency, round(self.requests * factor)))
+
+
 def http_request(method: str, path: str, body: bytes = b"") -> bytes:
     """One raw HTTP/1.1 request; a body is sent as application/fhir+json."""
     lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", "Accept: application/fhir+json"]
@@ -48,6 +68,17 @@ class Response:
     status: int
     body: bytes
     keep_alive: bool
+
+
+Check = Callable[[bytes], str | None]
+"""Looks at a response body (with the expected status): None if right, else what is wrong. May raise
+ValueError, KeyError, TypeError or IndexError, which count as a wrong answer too."""
+
+
+@dataclass(frozen=True)
+class Exchange:
+    request: bytes
+    check: Check | None = None
 
 
 class Connection:
@@ -100,12 +131,13 @@ class LoadResult:
     latencies_ms: list[float] = field(default_factory=list)
     statuses: Counter[int] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
+    wrong_answers: Counter[str] = field(default_factory=Counter)
     connections: int = 0
 
     @property
     def failures(self) -> int:
-        """Requests that did not get the expected status: transport errors, timeouts, other statuses."""
-        return self.requests - self.statuses[self.expected_status]
+        """Requests without the expected status (transport errors, timeouts, other statuses) or answer."""
+        return self.requests - self.statuses[self.expected_status] + self.wrong_answers.total()
 
     @property
     def requests_per_second(self) -> float:
@@ -120,25 +152,36 @@ class LoadResult:
 
 
 class _Budget:
-    def __init__(self, total: int) -> None:
-        self.left = total
+    """The exchanges still to send: ``total`` of them, cycling through ``exchanges``."""
 
-    def take(self) -> bool:
-        self.left -= 1
-        return self.left >= 0
+    def __init__(self, exchanges: Sequence[Exchange], total: int) -> None:
+        self._exchanges = exchanges
+        self._total = total
+        self._sent = 0
+
+    def take(self) -> Exchange | None:
+        if self._sent >= self._total:
+            return None
+        self._sent += 1
+        return self._exchanges[(self._sent - 1) % len(self._exchanges)]
 
 
 async def run_load(
-    target: Target, request: bytes, *, total: int, concurrency: int, expected_status: int, time_limit: float
+    target: Target, request: bytes | Sequence[Exchange], *, total: int, concurrency: int, expected_status: int,
+    time_limit: float,
 ) -> LoadResult:
-    """Send ``request`` ``total`` times over ``concurrency`` keep-alive connections, within ``time_limit`` s."""
+    """Send ``total`` requests over ``concurrency`` keep-alive connections, within ``time_limit`` s:
+    ``request`` repeated, or the exchanges in turn (cycling if ``total`` is larger)."""
+    exchanges = [Exchange(request)] if isinstance(request, bytes) else request
+    if not exchanges:
+        raise ValueError("a load needs at least one request")
     result = LoadResult(total, concurrency, expected_status)
     connections = await asyncio.gather(*(_connect(target, result) for _ in range(concurrency)))
-    budget = _Budget(total)
+    budget = _Budget(exchanges, total)
     start = time.perf_counter()
     try:
         async with asyncio.timeout(time_limit):
-            await asyncio.gather(*(_client(target, c, request, budget, result) for c in connections))
+            await asyncio.gather(*(_client(target, c, budget, result) for c in connections))
     except TimeoutError:
         result.errors[f"run not finished within {time_limit:g} s"] += 1
     result.seconds = time.perf_counter() - start
@@ -155,35 +198,43 @@ async def _connect(target: Target, result: LoadResult) -> Connection | None:
     return connection
 
 
-async def _client(
-    target: Target, connection: Connection | None, request: bytes, budget: _Budget, result: LoadResult
-) -> None:
+async def _client(target: Target, connection: Connection | None, budget: _Budget, result: LoadResult) -> None:
     try:
-        while budget.take():
+        while (exchange := budget.take()) is not None:
             connection = connection or await _connect(target, result)
             if connection is not None:
-                connection = await _send(connection, request, result)
+                connection = await _send(connection, exchange, result)
     finally:
         if connection is not None:
             connection.close()
 
 
-async def _send(connection: Connection, request: bytes, result: LoadResult) -> Connection | None:
-    """One timed exchange; returns the connection if it can be used again."""
+async def _send(connection: Connection, exchange: Exchange, result: LoadResult) -> Connection | None:
+    """One timed exchange, then its check; returns the connection if it can be used again."""
     start = time.perf_counter()
     try:
         async with asyncio.timeout(REQUEST_TIMEOUT):
-            response = await connection.exchange(request)
+            response = await connection.exchange(exchange.request)
     except (OSError, TimeoutError, EOFError, ValueError, ProtocolError) as exc:  # IncompleteReadError is an EOFError
         result.errors[_describe(exc)] += 1
         connection.close()
         return None
     result.latencies_ms.append((time.perf_counter() - start) * 1000)
     result.statuses[response.status] += 1
+    if response.status == result.expected_status and exchange.check is not None:
+        if problem := checked(exchange.check, response.body):
+            result.wrong_answers[problem[:200]] += 1
     if response.keep_alive:
         return connection
     connection.close()
     return None
+
+
+def checked(check: Check, body: bytes) -> str | None:
+    try:
+        return check(body)
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        return f"unreadable answer: {_describe(exc)}"
 
 
 def _describe(exc: BaseException) -> str:

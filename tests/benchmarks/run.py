@@ -2,9 +2,14 @@
 
 For each engine both servers run side by side (one process each, a database each) and get the
 same loads, taken in turns: a warm-up, then Patient create and read-by-id at concurrency 1 and
-32, each a fixed number of requests within a time limit. Prints the table and the issue's
-targets and writes the same as JSON to ``tests/benchmarks/results/``. Exits 1 when any request
-failed or a server would not run; a missed target is reported, not fatal.
+32, each a fixed number of requests within a time limit. Then the search benchmark on the same
+servers (search_bench.py): a record set of patients and observations loaded through the real
+server's API (transaction Bundles when it has them: the import, in resources/s), the same patients
+into the bare baseline's JSON table, and four searches at concurrency 1 and 32, every answer
+checked. The record set is 10,000 patients and 100,000 observations on PostgreSQL and a tenth of
+that on SQLite (its single writer makes the load slow), times --search-scale. Prints the table and
+the issues' targets and writes the same as JSON to ``tests/benchmarks/results/``. Exits 1 when any
+request failed or answered wrongly, or a server would not run; a missed target is reported, not fatal.
 """
 
 from __future__ import annotations
@@ -21,12 +26,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
+import asyncpg  # type: ignore[import-untyped]
 import uvloop
 
-from tests.benchmarks import load, report, servers
-from tests.benchmarks.load import Target, http_request, run_load
+from tests.benchmarks import load, report, search_bench, servers
+from tests.benchmarks.load import Load, Target, http_request, run_load
 from tests.benchmarks.report import Measurement
+from tests.benchmarks.search_bench import DatasetError, SearchRun
 
 ENGINES = ("postgresql", "sqlite")
 ADMIN_URL = os.environ.get("EHR_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
@@ -38,24 +44,20 @@ CREATE = http_request("POST", "/fhir/Patient", PATIENT)
 EXPECTED_STATUS = {"create": 201, "read": 200}
 
 
-@dataclass(frozen=True)
-class Load:
-    operation: str
-    concurrency: int
-    requests: int
-
-    @property
-    def time_limit(self) -> float:
-        """Generous: 60 s plus 50 ms a request."""
-        return 60 + self.requests * 0.05
-
-
 DEFAULT_LOADS = (Load("create", 1, 300), Load("create", 32, 2000), Load("read", 1, 500), Load("read", 32, 5000))
 WARM_UP = (Load("create", 8, 200), Load("read", 8, 400))
 
 
 def scaled(loads: tuple[Load, ...], factor: float) -> list[Load]:
-    return [Load(x.operation, x.concurrency, max(x.concurrency, round(x.requests * factor))) for x in loads]
+    return [x.scaled(factor) for x in loads]
+
+
+@dataclass(frozen=True)
+class Plan:
+    loads: list[Load]
+    warm_up: list[Load]
+    search_loads: list[Load]
+    search_scale: float  # 0: no search benchmark
 
 
 @dataclass
@@ -65,20 +67,30 @@ class EngineRun:
     warm_up: list[Measurement] = field(default_factory=list)
     log_problems: dict[str, list[str]] = field(default_factory=dict)
     error: str | None = None
+    search: SearchRun | None = None
 
     @property
     def failures(self) -> int:
-        return sum(m.result.failures for m in self.measurements + self.warm_up)
+        searched = self.search.failures if self.search else 0
+        return sum(m.result.failures for m in self.measurements + self.warm_up) + searched
+
+    @property
+    def all_measurements(self) -> list[Measurement]:
+        return self.measurements + (self.search.measurements if self.search else [])
+
+    @property
+    def all_warm_up(self) -> list[Measurement]:
+        return self.warm_up + (self.search.warm_up if self.search else [])
 
 
-async def run_engine(engine: str, loads: list[Load], warm_up: list[Load]) -> EngineRun:
+async def run_engine(engine: str, plan: Plan) -> EngineRun:
     run = EngineRun(engine)
     with tempfile.TemporaryDirectory(prefix=f"ehr-bench-{engine}-") as tmp:
         work = Path(tmp)
         try:
-            await _bench(run, loads, warm_up, work)
+            await _bench(run, plan, work)
         except (servers.ServerError, OSError, EOFError, ValueError, KeyError, load.ProtocolError,
-                asyncpg.PostgresError) as exc:  # a server that would not run: reported, then the next engine
+                asyncpg.PostgresError, DatasetError) as exc:  # reported, then the next engine
             run.error = f"{type(exc).__name__}: {exc}"
         run.log_problems = _log_problems(work)
     return run
@@ -89,8 +101,8 @@ def _log_problems(work: Path) -> dict[str, list[str]]:
     return {name: lines for name, lines in logs.items() if lines}
 
 
-async def _bench(run: EngineRun, loads: list[Load], warm_up: list[Load], work: Path) -> None:
-    """Both servers side by side on their own databases; every load in turns, full first."""
+async def _bench(run: EngineRun, plan: Plan, work: Path) -> None:
+    """Both servers side by side on their own databases; every load in turns, full first; then search."""
     async with AsyncExitStack() as stack:
         full_db = await _database(stack, run.engine, "full", work / "state" / "ehr.sqlite3")
         bare_db = await _database(stack, run.engine, "bare", work / "bare" / "bare.sqlite3")
@@ -102,10 +114,15 @@ async def _bench(run: EngineRun, loads: list[Load], warm_up: list[Load], work: P
             ),
         }
         reads = {name: await _read_request(target) for name, target in targets.items()}
-        for spec in warm_up:
+        for spec in plan.warm_up:
             run.warm_up += [await _measure(run.engine, name, t, spec, reads[name]) for name, t in targets.items()]
-        for spec in loads:
+        for spec in plan.loads:
             run.measurements += [await _measure(run.engine, name, t, spec, reads[name]) for name, t in targets.items()]
+        if plan.search_scale > 0:
+            print(f"{run.engine}: search benchmark...", flush=True)
+            run.search = SearchRun(max(1, round(search_bench.PATIENTS[run.engine] * plan.search_scale)))
+            await search_bench.run(run.search, run.engine, targets, {"full": full_db, "bare": bare_db},
+                                   plan.search_loads)
 
 
 async def _database(stack: AsyncExitStack, engine: str, label: str, sqlite_file: Path) -> str:
@@ -146,33 +163,49 @@ async def engine_versions(engines: list[str]) -> dict[str, str]:
 def _options(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m tests.benchmarks.run", description=__doc__)
     parser.add_argument("--engines", default=",".join(ENGINES), help="comma-separated: postgresql,sqlite")
-    parser.add_argument("--quick", action="store_true", help="a tenth of the requests")
+    parser.add_argument("--quick", action="store_true", help="a tenth of the requests and of the search record set")
     parser.add_argument("--requests-scale", type=float, default=1.0, metavar="F", help="multiply request counts")
+    parser.add_argument(
+        "--search-scale", type=float, default=1.0, metavar="F",
+        help="search record set: F x 10,000 patients (ten observations each) on PostgreSQL, F x 1,000 on SQLite;"
+             " --quick takes a tenth; 0 skips the search benchmark",
+    )
     args = parser.parse_args(argv)
     args.engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     if unknown := set(args.engines) - set(ENGINES):
         parser.error(f"unknown engine(s): {', '.join(sorted(unknown))}")
     if args.requests_scale <= 0:
         parser.error("--requests-scale must be positive")
+    if args.search_scale < 0:
+        parser.error("--search-scale must not be negative")
     args.scale = args.requests_scale / (10 if args.quick else 1)
     return args
 
 
+def plan(args: argparse.Namespace) -> Plan:
+    return Plan(scaled(DEFAULT_LOADS, args.scale), scaled(WARM_UP, args.scale),
+                scaled(search_bench.LOADS, args.scale), args.search_scale / (10 if args.quick else 1))
+
+
 async def bench(args: argparse.Namespace) -> int:
-    loads, warm_up = scaled(DEFAULT_LOADS, args.scale), scaled(WARM_UP, args.scale)
+    todo = plan(args)
     print(f"load generator: tests/benchmarks/load.py, HTTP/1.1 keep-alive over mutual TLS ({load.WHY_NOT_AB})")
-    print("loads: " + ", ".join(f"{x.operation} c={x.concurrency} n={x.requests}" for x in loads), flush=True)
+    print("loads: " + ", ".join(f"{x.operation} c={x.concurrency} n={x.requests}" for x in todo.loads))
+    if todo.search_scale:
+        sizes = ", ".join(f"{e} {round(search_bench.PATIENTS[e] * todo.search_scale):,} patients" for e in args.engines)
+        print(f"search: {sizes} (ten observations each); "
+              + ", ".join(f"{x.operation} c={x.concurrency} n={x.requests}" for x in todo.search_loads))
     if (busy := os.getloadavg()[0]) > 0.5:
         print(f"note: load average {busy:.2f} before the run; other processes share the {os.cpu_count()} CPUs")
     started = datetime.now(UTC)
     runs = []
     for engine in args.engines:
         print(f"{engine}: running...", flush=True)
-        runs.append(await run_engine(engine, loads, warm_up))
+        runs.append(await run_engine(engine, todo))
     payload = _summary(runs, args, started, await engine_versions(args.engines))
     path = RESULTS / f"bench-{started:%Y%m%dT%H%M%SZ}.json"
     report.write_json(path, payload)
-    print(f"\nresults: {path}")
+    print(f"\nresults: {path}\nduration: {payload['seconds']:.0f} s")
     failed = any(run.error or run.failures for run in runs)
     return 1 if failed else 0
 
@@ -180,16 +213,19 @@ async def bench(args: argparse.Namespace) -> int:
 def _summary(
     runs: list[EngineRun], args: argparse.Namespace, started: datetime, versions: dict[str, str]
 ) -> dict[str, Any]:
-    comparisons = report.compare([m for run in runs for m in run.measurements])
+    comparisons = report.compare([m for run in runs for m in run.all_measurements])
     verdicts = report.target_verdicts(comparisons)
+    verdicts += [v for run in runs if (v := report.import_verdict(run.search.load if run.search else None, run.engine))]
     _print(runs, comparisons, verdicts)
     return {
         "started": started.isoformat(), "seconds": round((datetime.now(UTC) - started).total_seconds(), 1),
-        "options": {"engines": args.engines, "quick": args.quick, "requests_scale": args.requests_scale},
+        "options": {"engines": args.engines, "quick": args.quick, "requests_scale": args.requests_scale,
+                    "search_scale": args.search_scale},
         "load_generator": f"tests/benchmarks/load.py ({load.WHY_NOT_AB})",
         "machine": report.machine_info(versions),
-        "results": [m.as_json() for run in runs for m in run.measurements],
-        "warm_up": [m.as_json() for run in runs for m in run.warm_up],
+        "results": [m.as_json() for run in runs for m in run.all_measurements],
+        "warm_up": [m.as_json() for run in runs for m in run.all_warm_up],
+        "search": {run.engine: run.search.as_json() for run in runs if run.search},
         "ratios": [c.as_json() for c in comparisons], "targets": verdicts,
         "errors": {run.engine: run.error for run in runs if run.error},
         "server_log_problems": {run.engine: run.log_problems for run in runs if run.log_problems},
@@ -198,18 +234,37 @@ def _summary(
 
 def _print(runs: list[EngineRun], comparisons: list[report.Comparison], verdicts: list[dict[str, Any]]) -> None:
     print("\n" + report.table(comparisons))
-    for verdict in verdicts:
-        print(f"{verdict['verdict']}  {verdict['target']}: {verdict['ratio']:.2f}")
     for run in runs:
-        if run.error:
-            print(f"ERROR {run.engine}: {run.error}")
-        for m in run.measurements + run.warm_up:
-            if m.result.failures:
-                r = m.result
-                print(f"FAILED {m.engine} {m.server} {m.operation} c={r.concurrency}: {r.failures} of {r.requests}"
-                      f" (statuses {dict(r.statuses)}, errors {dict(r.errors)})")
-        for log, lines in run.log_problems.items():
-            print(f"server log {run.engine}/{log}: {len(lines)} problem line(s), first: {lines[0][:200]}")
+        if run.search:
+            _print_search(run.engine, run.search)
+    for verdict in verdicts:
+        print(f"{verdict['verdict']}  {verdict['target']}: {verdict['measured']}")
+    for run in runs:
+        _print_problems(run)
+
+
+def _print_search(engine: str, searched: SearchRun) -> None:
+    settled = ", ".join(f"{k} {v}" for k, v in searched.settled.items())
+    print(f"search {engine}: {searched.patients:,} patients, {searched.observations:,} observations"
+          + (f"; before searching: {settled}" if settled else ""))
+    if searched.load:
+        print(report.import_line(engine, searched.load))
+
+
+def _print_problems(run: EngineRun) -> None:
+    if run.error:
+        print(f"ERROR {run.engine}: {run.error}")
+    imported = run.search.load if run.search else None
+    if imported and imported.error:
+        print(f"FAILED {run.engine} import: {imported.error}")
+    loads = [(f"{m.server} {m.operation}", m.result) for m in run.all_measurements + run.all_warm_up]
+    loads += [("import", r) for r in imported.results] if imported else []
+    for name, r in loads:
+        if r.failures:
+            print(f"FAILED {run.engine} {name} c={r.concurrency}: {r.failures} of {r.requests}"
+                  f" (statuses {dict(r.statuses)}, errors {dict(r.errors)}, wrong {dict(r.wrong_answers)})")
+    for log, lines in run.log_problems.items():
+        print(f"server log {run.engine}/{log}: {len(lines)} problem line(s), first: {lines[0][:200]}")
 
 
 def main(argv: list[str] | None = None) -> int:
