@@ -55,6 +55,7 @@ class Database(Executor, Protocol):
     async def execute_all(self, statements: Sequence[Statement]) -> None: ...  # atomic, outside a transaction
 
     def transaction(self) -> Any: ...  # async context manager yielding an Executor; commits on exit
+    def searching(self) -> Executor: ...  # reads whose best plan depends on the values (searches)
     async def close(self) -> None: ...
 
 
@@ -124,12 +125,27 @@ class PostgresDatabase:
     dialect = "postgresql"
     for_update = " FOR UPDATE"
 
-    def __init__(self, dsn: str, *, pool_size: int, search_path: str | None) -> None:
+    def __init__(self, dsn: str, *, pool_size: int, search_path: str | None, custom_plans: bool = False) -> None:
         self._dsn = dsn
         self._size = pool_size
         self._settings = {"search_path": search_path} if search_path else {}
+        if custom_plans:
+            self._settings["plan_cache_mode"] = "force_custom_plan"
         self._pool: asyncpg.Pool | None = None
         self._opening = asyncio.Lock()
+        self._searches: PostgresDatabase | None = None
+
+    def searching(self) -> Executor:
+        """Searches go through connections that plan every execution for its values: a search's
+        statement text is the same for any key, and after five runs PostgreSQL would settle on one
+        generic plan that walks every resource of the type in id order (11 ms instead of 0.3 ms at
+        10,000 patients, measured by make bench)."""
+        if self._searches is None:
+            search_path = self._settings.get("search_path")
+            self._searches = PostgresDatabase(
+                self._dsn, pool_size=max(2, self._size // 2), search_path=search_path, custom_plans=True
+            )
+        return self._searches
 
     async def _get_pool(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -169,6 +185,9 @@ class PostgresDatabase:
             yield _PgExecutor(conn)
 
     async def close(self) -> None:
+        if self._searches is not None:
+            await self._searches.close()
+            self._searches = None
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -279,6 +298,9 @@ class SqliteDatabase:
                 if self._writer.in_transaction:
                     await self._writer.execute("ROLLBACK")
                 raise
+
+    def searching(self) -> Executor:
+        return self  # SQLite plans each statement as it is prepared
 
     async def close(self) -> None:
         for conn in self._opened:

@@ -155,7 +155,7 @@ class Store:
             else:
                 types = tuple(sorted(readable if readable is not None else RESOURCE_TYPES))
             await self._writer.statistics.refresh_if_grown()
-            runner = Runner(self._db, self._writer.compiler, self._page_size)
+            runner = Runner(self._db.searching(), self._writer.compiler, self._page_size)
             page = await runner.page(search, Scope(types or ("",), readable, patient))
             matches = [to_version(self._keys, row) for row in page.matches]
             included = [to_version(self._keys, row) for row in page.included]
