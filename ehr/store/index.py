@@ -9,16 +9,20 @@ four token/number/number ones, which are left out of the CapabilityStatement).
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ehr.crypto.blind import URI, BlindIndex
+from ehr.fhir.search.definitions import params
 from ehr.fhir.search.extract import extract, patient_compartment
 from ehr.fhir.search.values import (
     CompositeValue,
     DateValue,
     NumberValue,
+    ParamDef,
     QuantityValue,
     ReferenceValue,
     StringValue,
@@ -36,6 +40,10 @@ COLUMNS = {
     "search_compartment": ("patient",),
 }
 _LOCAL = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
+_INDEXED = frozenset({"string", "token", "date", "reference", "number", "quantity", "uri"})
+_SECOND_PARTS = frozenset({"token", "string", "quantity", "date"})
+_RESOURCE_LEVEL = "http://hl7.org/fhir/SearchParameter/Resource-"
+_LEFT_OUT = frozenset({"phonetic"})
 TEXT_SUFFIX = ":text"  # tokens' display text is indexed as a string under "<param>:text"
 
 
@@ -57,6 +65,25 @@ class IndexRows:
         return min(self.patients) if self.patients else None
 
 
+@functools.cache
+def supported_params(res_type: str) -> Mapping[str, ParamDef]:
+    """The parameters this server searches by on ``res_type``: what the index holds. ``"Resource"``
+    gives those of every type, for system-level search. Left out: the four token/number/number
+    composites, and ``phonetic`` (R4 means a sound-alike match, which prefixes of a name are not)."""
+    if res_type == "Resource":
+        return {c: p for c, p in supported_params("Patient").items() if p.url.startswith(_RESOURCE_LEVEL)}
+    return {
+        code: p for code, p in params(res_type).items()
+        if (p.type in _INDEXED or _indexed_composite(p)) and code not in _LEFT_OUT
+    }
+
+
+def _indexed_composite(param: ParamDef) -> bool:
+    """Two-part composites led by a token (ehr/store/index.py indexes those)."""
+    kinds = tuple(c.type for c in param.components)
+    return param.type == "composite" and len(kinds) == 2 and kinds[0] == "token" and kinds[1] in _SECOND_PARTS
+
+
 class Indexer:
     def __init__(self, blind: BlindIndex, base: str) -> None:
         self.blind = blind
@@ -66,8 +93,10 @@ class Indexer:
     def rows(self, res_type: str, res_id: str, resource: dict[str, Any]) -> IndexRows:
         out = IndexRows()
         keys: set[tuple[str, bytes]] = set()
+        indexed = supported_params(res_type)
         for param, value in extract(resource):
-            self._add(out, keys, res_type, param, value)
+            if param in indexed:
+                self._add(out, keys, res_type, param, value)
         patients = set(patient_compartment(resource))
         if res_type == "Patient":
             patients.add(res_id)

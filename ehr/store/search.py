@@ -8,8 +8,6 @@ given, applies in SQL to the matches and to every included resource, before any 
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -17,17 +15,13 @@ from urllib.parse import parse_qsl
 from ehr.cursor import decode, encode
 from ehr.db.database import Executor, Row
 from ehr.errors import Category, EhrError
-from ehr.fhir.search.definitions import params
 from ehr.fhir.search.model import Include, Search, SortKey
 from ehr.fhir.search.query import parse
-from ehr.fhir.search.values import ParamDef
 from ehr.fhir.validator import RESOURCE_TYPES
+from ehr.store.index import supported_params as supported_params  # re-exported
 from ehr.store.search_sql import Compiler
 
 # A resource without the sort value sorts after the others.
-_INDEXED = frozenset({"string", "token", "date", "reference", "number", "quantity", "uri"})
-_SECOND_PARTS = frozenset({"token", "string", "quantity", "date"})
-_RESOURCE_LEVEL = "http://hl7.org/fhir/SearchParameter/Resource-"
 _NULL_LAST: dict[tuple[type, bool], int | float] = {
     (int, False): 2**62, (int, True): -(2**62), (float, False): 1e300, (float, True): -1e300,
 }
@@ -37,21 +31,6 @@ HEAD_VERSION = (
     "SELECT v.* FROM resource_head h JOIN resource_version v "
     "ON v.res_type = h.res_type AND v.res_id = h.res_id AND v.version = h.version"
 )
-
-
-@functools.cache
-def supported_params(res_type: str) -> Mapping[str, ParamDef]:
-    """The parameters this server searches by on ``res_type`` (what the index holds; composites not
-    yet); ``"Resource"`` gives those of every type, for system-level search."""
-    if res_type == "Resource":
-        return {c: p for c, p in supported_params("Patient").items() if p.url.startswith(_RESOURCE_LEVEL)}
-    return {code: p for code, p in params(res_type).items() if p.type in _INDEXED or _indexed_composite(p)}
-
-
-def _indexed_composite(param: ParamDef) -> bool:
-    """Two-part composites led by a token (ehr/store/index.py indexes those)."""
-    kinds = tuple(c.type for c in param.components)
-    return param.type == "composite" and len(kinds) == 2 and kinds[0] == "token" and kinds[1] in _SECOND_PARTS
 
 
 _RESULT_PARAMETERS = ("_count", "_sort", "_include", "_revinclude", "_summary", "_elements", "_total", "_cursor")

@@ -45,6 +45,12 @@ async def test_every_advertised_parameter_runs(store: Store) -> None:
     assert ran > 1500
 
 
+def test_phonetic_is_not_advertised_as_prefixes_of_names_are_not_sound_alike() -> None:
+    assert "phonetic" not in supported_params("Patient") and "family" in supported_params("Patient")
+    with pytest.raises(EhrError):
+        search_of("Patient", [("phonetic", "smyth")])
+
+
 async def test_unindexed_composites_are_not_advertised_and_are_refused() -> None:
     assert "code-value-quantity" in supported_params("Observation")
     unindexed = [(t, code) for t in sorted(TYPES) for code, p in params(t).items()
