@@ -91,8 +91,9 @@ def _number_condition(q: NumberQuery, col: str, arg: Any) -> str:
 class Compiler:
     """Builds one SQL text and its arguments (``$n``); one instance per query."""
 
-    def __init__(self, blind: BlindIndex, local_target: Any, now_us: int) -> None:
+    def __init__(self, blind: BlindIndex, local_target: Any, now_us: int, dialect: str = "postgresql") -> None:
         self.args: list[Any] = []
+        self._dialect = dialect
         self._blind = blind
         self._local_target = local_target
         self._now_us = now_us
@@ -106,6 +107,8 @@ class Compiler:
 
     def criterion(self, crit: Criterion | HasCriterion, types: Sequence[str], alias: str) -> str:
         """A predicate on the resource_head row ``alias``."""
+        if self._dialect == "sqlite" and isinstance(crit, Criterion) and _ranged(crit):
+            return self._exists(crit, alias)
         found = self.membership(crit, types)
         if found is None:
             return self._on_head(crit, alias)
@@ -139,6 +142,17 @@ class Compiler:
         where = f"param = {self.arg(param.code)} AND res_type IN ({self.args_list(types)})"
         conds = " OR ".join(self._value(crit, value) for value in crit.values)
         return f"SELECT res_type, res_id FROM {table} WHERE {where} AND ({conds or 'FALSE'})", False
+
+    def _exists(self, crit: Criterion, alias: str) -> str:
+        """SQLite: a range criterion (dates, numbers) checked per candidate through the table's
+        (type, id, param) index. As an IN list SQLite computed it over the whole table first: every
+        date row of every Observation, for each search (1.1 s p50 at 100,000 rows in make bench)."""
+        table = _TABLE[crit.param.type]
+        conds = " OR ".join(self._value(crit, value) for value in crit.values)
+        return (
+            f"EXISTS (SELECT 1 FROM {table} WHERE res_type = {alias}.res_type AND res_id = {alias}.res_id "
+            f"AND param = {self.arg(crit.param.code)} AND ({conds or 'FALSE'}))"
+        )
 
     def _on_head(self, crit: Criterion | HasCriterion, alias: str) -> str:
         assert isinstance(crit, Criterion)
@@ -253,6 +267,14 @@ class Compiler:
             f"SELECT target_type, target_id FROM search_ref WHERE param = {self.arg(crit.reference.code)} "
             f"AND target_type IN ({self.args_list(types)}) AND (res_type, res_id) IN ({matched})"
         )
+
+
+def _ranged(crit: Criterion) -> bool:
+    """A criterion on dates, numbers or quantities, with values (not :missing, not a chain)."""
+    return (
+        crit.param.type in ("date", "number", "quantity")
+        and crit.param.code != "_lastUpdated" and crit.missing is None and crit.chain is None
+    )
 
 
 def _is_type(modifier: str | None) -> bool:

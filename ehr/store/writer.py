@@ -45,7 +45,7 @@ class Writer:
         self.statistics = PlannerStatistics(db)
 
     def compiler(self) -> Compiler:
-        return Compiler(self.indexer.blind, self.indexer.local_target, self._clock.now_us())
+        return Compiler(self.indexer.blind, self.indexer.local_target, self._clock.now_us(), self._db.dialect)
 
     async def matches(self, tx: Executor, criteria: Search, *, lock: bool) -> list[str]:
         """Ids of the current resources matching ``criteria`` (at most 2: one, none or "several").
