@@ -92,7 +92,8 @@ async def init_state(home: Path, database_url: str, log: Path) -> None:
 @asynccontextmanager
 async def full_server(home: Path, database_url: str, log: Path) -> AsyncIterator[Target]:
     port = free_port()
-    env = _environment(home=str(home), database_url=database_url, port=str(port), workers="1")
+    workers = os.environ.get("EHR_BENCH_WORKERS", "1")  # server processes of the full server (default 1)
+    env = _environment(home=str(home), database_url=database_url, port=str(port), workers=workers)
     async with _serving([sys.executable, "-m", "ehr.cli", "serve"], env, port, home / "pki", log) as target:
         yield target
 
