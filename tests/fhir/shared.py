@@ -6,10 +6,13 @@ points somewhere else.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from decimal import Decimal
+from importlib import resources
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -32,3 +35,18 @@ def load_json(path: Path) -> object:
     """Parse like the server does: numbers with a fraction or exponent become Decimal."""
     with path.open(encoding="utf-8") as handle:
         return json.load(handle, parse_float=Decimal)
+
+
+def committed_table(name: str) -> str:
+    """The text of a generated table as the package ships it (ehr/fhir/data/NAME)."""
+    return resources.files("ehr.fhir").joinpath("data", name).read_text(encoding="ascii")
+
+
+def generator(script: str) -> ModuleType:
+    """A table generator from scripts/ (not a package), loaded as a module."""
+    path = Path(__file__).resolve().parents[2] / "scripts" / f"{script}.py"
+    spec = importlib.util.spec_from_file_location(script, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from importlib import resources
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from ehr.fhir.definitions import TABLE
-from tests.fhir.shared import R4_PACKAGE, require
-
-GENERATOR = Path(__file__).resolve().parents[2] / "scripts" / "gen_r4_tables.py"
+from tests.fhir.shared import R4_PACKAGE, committed_table, generator, require
 
 
 def _committed_text() -> str:
-    return resources.files("ehr.fhir").joinpath("data", TABLE).read_text(encoding="ascii")
+    return committed_table(TABLE)
 
 
 def _committed() -> dict[str, Any]:
@@ -25,11 +20,7 @@ def _committed() -> dict[str, Any]:
 
 
 def _generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("gen_r4_tables", GENERATOR)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return generator("gen_r4_tables")
 
 
 def test_generator_reproduces_the_committed_tables_byte_for_byte() -> None:

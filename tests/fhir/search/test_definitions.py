@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from importlib import resources
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -14,14 +11,13 @@ import pytest
 from ehr.fhir.search.definitions import TABLE, compiled, params, patient_compartment_params
 from ehr.fhir.search.fhirtypes import resource_types
 from ehr.fhir.search.values import Component
-from tests.fhir.shared import R4_PACKAGE, require
+from tests.fhir.shared import R4_PACKAGE, committed_table, generator, require
 
-GENERATOR = Path(__file__).resolve().parents[3] / "scripts" / "gen_r4_search.py"
 RESOURCE_LEVEL = {"_id", "_lastUpdated", "_profile", "_security", "_source", "_tag"}
 
 
 def _committed_text() -> str:
-    return resources.files("ehr.fhir").joinpath("data", TABLE).read_text(encoding="ascii")
+    return committed_table(TABLE)
 
 
 def _committed() -> dict[str, Any]:
@@ -30,11 +26,7 @@ def _committed() -> dict[str, Any]:
 
 
 def _generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("gen_r4_search", GENERATOR)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return generator("gen_r4_search")
 
 
 def test_generator_reproduces_the_committed_table_byte_for_byte() -> None:
