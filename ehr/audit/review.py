@@ -117,7 +117,7 @@ class AuditReview:
             if subtype in _UNVERSIONED:
                 raise EhrError(Category.NOT_SUPPORTED, "AuditEvents have no history: read AuditEvent/{id}")
             raise EhrError(Category.NOT_SUPPORTED, "the audit log is append-only: AuditEvents cannot be changed")
-        raise AssertionError("unreachable")  # pragma: no cover
+        raise AssertionError("audited() re-raises")  # pragma: no cover - typed as able to swallow
 
     async def _page(self, query: AuditQuery) -> AuditPage:
         where, args = _where(query.criteria)

@@ -209,10 +209,11 @@ async def _write(run: _Run, request: Request) -> Outcome:
         event = Interaction("create", request.res_type, query=request.query)
         return Outcome(201, await run.writer.create(run.tx, run.ctx, event, request.assigned, resource, run.pending))
     ingest.check_id(request.assigned)
-    if await run.writer.head(run.tx, request.res_type, request.assigned) is None:
-        run.authorize(run.ctx, request.res_type, "c")
     event = Interaction("update", request.res_type, request.assigned, query=request.query)
-    result = await run.writer.update(run.tx, run.ctx, event, request.assigned, resource, request.if_match, run.pending)
+    result = await run.writer.update(
+        run.tx, run.ctx, event, request.assigned, resource, request.if_match, run.pending,
+        on_create=lambda: run.authorize(run.ctx, request.res_type, "c"),
+    )
     return Outcome(201 if result.created else 200, result.version)
 
 

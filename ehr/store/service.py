@@ -200,9 +200,10 @@ class Store:
             for _attempt in range(_WRITE_ATTEMPTS):
                 try:
                     async with self._db.transaction() as tx:
-                        if await self._writer.head(tx, res_type, res_id) is None:
-                            self._authorize(ctx, res_type, "c")
-                        return await self._writer.update(tx, ctx, event, res_id, resource, if_match)
+                        return await self._writer.update(
+                            tx, ctx, event, res_id, resource, if_match,
+                            on_create=lambda: self._authorize(ctx, res_type, "c"),
+                        )
                 except Conflict:  # a racing create-on-update inserted the same id first: retry as an update
                     event.committed = False
             raise EhrError(Category.CONFLICT, "concurrent writes to this resource; try again")

@@ -6,6 +6,7 @@ so two racing conditional creates with the same criteria make exactly one resour
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from hashlib import blake2b
 from typing import Any, Protocol
@@ -67,11 +68,14 @@ class Writer:
 
     async def update(
         self, tx: Executor, ctx: AccessContext, event: Interaction, res_id: str, resource: Any, if_match: int | None,
-        defer: list[Pending] | None = None,
+        defer: list[Pending] | None = None, on_create: Callable[[], None] | None = None,
     ) -> WriteResult:
-        """Update, or create under the client's id when there is none (the caller authorized both)."""
+        """Update, or create under the client's id when there is none; ``on_create`` runs first in
+        that case (the caller's check that creating is allowed too)."""
         res_type = event.resource_type or ""
         head = await tx.fetch_one(sql.HEAD + self._db.for_update, res_type, res_id)
+        if head is None and on_create is not None:
+            on_create()
         check_precondition(head, if_match)
         method = "create" if head is None else "update"
         written = await self.append(tx, ctx, event, res_id, head, resource, method, defer)
@@ -105,9 +109,6 @@ class Writer:
         if head is None or head["deleted"]:
             return None
         return await self.append(tx, ctx, event, res_id, head, None, "delete", defer)
-
-    async def head(self, tx: Executor, res_type: str, res_id: str) -> Row | None:
-        return await tx.fetch_one(sql.HEAD, res_type, res_id)
 
     async def append(
         self,
