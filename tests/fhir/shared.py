@@ -13,6 +13,7 @@ from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -40,6 +41,11 @@ def load_json(path: Path) -> object:
 def committed_table(name: str) -> str:
     """The text of a generated table as the package ships it (ehr/fhir/data/NAME)."""
     return resources.files("ehr.fhir").joinpath("data", name).read_text(encoding="ascii")
+
+
+def committed_json(name: str) -> dict[str, Any]:
+    table: dict[str, Any] = json.loads(committed_table(name))
+    return table
 
 
 def generator(script: str) -> ModuleType:

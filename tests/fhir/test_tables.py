@@ -2,39 +2,22 @@
 
 from __future__ import annotations
 
-import json
-from types import ModuleType
-from typing import Any
-
 from ehr.fhir.definitions import TABLE
-from tests.fhir.shared import R4_PACKAGE, committed_table, generator, require
-
-
-def _committed_text() -> str:
-    return committed_table(TABLE)
-
-
-def _committed() -> dict[str, Any]:
-    table: dict[str, Any] = json.loads(_committed_text())
-    return table
-
-
-def _generator() -> ModuleType:
-    return generator("gen_r4_tables")
+from tests.fhir.shared import R4_PACKAGE, committed_json, committed_table, generator, require
 
 
 def test_generator_reproduces_the_committed_tables_byte_for_byte() -> None:
-    generator = _generator()
-    tables = generator.compile_tables(list(generator.read_package(require(R4_PACKAGE))))
-    assert generator.render(tables) == _committed_text()
+    script = generator("gen_r4_tables")
+    tables = script.compile_tables(list(script.read_package(require(R4_PACKAGE))))
+    assert script.render(tables) == committed_table(TABLE)
 
 
 def test_tables_are_small() -> None:
-    assert len(_committed_text()) < 3 * 1024 * 1024
+    assert len(committed_table(TABLE)) < 3 * 1024 * 1024
 
 
 def test_tables_hold_every_r4_resource_datatype_and_primitive() -> None:
-    table = _committed()
+    table = committed_json(TABLE)
     assert table["fhirVersion"] == "4.0.1"
     assert len(table["resources"]) == 146
     assert {"MedicinalProduct", "EffectEvidenceSynthesis", "Patient"} <= set(table["resources"])
@@ -46,14 +29,14 @@ def test_tables_hold_every_r4_resource_datatype_and_primitive() -> None:
 
 
 def test_content_references_point_at_the_backbone_type() -> None:
-    types = _committed()["types"]
+    types = committed_json(TABLE)["types"]
     assert types["Questionnaire.item"]["item"]["type"] == "Questionnaire.item"
     assert types["Parameters.parameter"]["part"]["type"] == "Parameters.parameter"
     assert types["Parameters.parameter"]["resource"]["type"] == "Resource"
 
 
 def test_choice_elements_are_expanded_per_type() -> None:
-    patient = _committed()["types"]["Patient"]
+    patient = committed_json(TABLE)["types"]["Patient"]
     expected = {"choice": "deceased", "max": "1", "min": 0, "summary": True, "type": "boolean"}
     assert patient["deceasedBoolean"] == expected
     assert patient["deceasedDateTime"]["type"] == "dateTime"
@@ -62,7 +45,7 @@ def test_choice_elements_are_expanded_per_type() -> None:
 
 
 def test_only_enumerable_required_code_bindings_are_kept() -> None:
-    table = _committed()
+    table = committed_json(TABLE)
     gender = "http://hl7.org/fhir/ValueSet/administrative-gender"
     assert table["types"]["Patient"]["gender"]["binding"] == gender
     assert table["valuesets"][gender] == [

@@ -2,42 +2,25 @@
 
 from __future__ import annotations
 
-import json
-from types import ModuleType
-from typing import Any
-
 import pytest
 
 from ehr.fhir.search.definitions import TABLE, compiled, params, patient_compartment_params
 from ehr.fhir.search.fhirtypes import resource_types
 from ehr.fhir.search.values import Component
-from tests.fhir.shared import R4_PACKAGE, committed_table, generator, require
+from tests.fhir.shared import R4_PACKAGE, committed_json, committed_table, generator, require
 
 RESOURCE_LEVEL = {"_id", "_lastUpdated", "_profile", "_security", "_source", "_tag"}
 
 
-def _committed_text() -> str:
-    return committed_table(TABLE)
-
-
-def _committed() -> dict[str, Any]:
-    table: dict[str, Any] = json.loads(_committed_text())
-    return table
-
-
-def _generator() -> ModuleType:
-    return generator("gen_r4_search")
-
-
 def test_generator_reproduces_the_committed_table_byte_for_byte() -> None:
-    generator = _generator()
-    tables = generator.compile_search(list(generator.read_package(require(R4_PACKAGE))))
-    assert generator.render(tables) == _committed_text()
-    assert generator.check_compartment(tables) == []
+    script = generator("gen_r4_search")
+    tables = script.compile_search(list(script.read_package(require(R4_PACKAGE))))
+    assert script.render(tables) == committed_table(TABLE)
+    assert script.check_compartment(tables) == []
 
 
 def test_the_table_is_small() -> None:
-    assert len(_committed_text()) < 1024 * 1024
+    assert len(committed_table(TABLE)) < 1024 * 1024
 
 
 def test_patient_parameters() -> None:
@@ -92,7 +75,7 @@ def test_patient_compartment_parameters(resource_type: str, codes: tuple[str, ..
 
 
 def test_what_is_left_out_is_listed_with_the_reason() -> None:
-    omitted = _committed()["omitted"]
+    omitted = committed_json(TABLE)["omitted"]
     assert set(omitted) == {
         "Bundle-composition", "Bundle-message", "DocumentReference-relationship", "DomainResource-text",
         "Location-near", "Resource-content", "Resource-query", "example", "example-extension", "example-reference",
@@ -106,6 +89,6 @@ def test_what_is_left_out_is_listed_with_the_reason() -> None:
 
 
 def test_partly_indexable_parameters_say_what_they_skip() -> None:
-    observation = {e["code"]: e for e in _committed()["params"]["Observation"]}
+    observation = {e["code"]: e for e in committed_json(TABLE)["params"]["Observation"]}
     assert observation["value-quantity"]["unindexed"] == ["SampledData"]
     assert "unindexed" not in observation["code"]
