@@ -25,7 +25,10 @@ class AccessContext:
     actor_display: str              # a name for people reading the log (never ePHI)
     permissions: Permissions        # what the granted scopes allow
     cert_thumbprint: str | None = None   # RFC 8705 x5t#S256 of the client certificate, if any
-    patient: str | None = None      # launch patient for patient/ scopes (SMART issue)
+    patient: str | None = None      # launch patient: patient/ scopes confine to its compartment
+    role: Permissions | None = None  # the signed-in user's role: user/ scopes never exceed it
+    app: str | None = None          # the client app acting for the user (actor), when they differ
+    app_display: str | None = None
     purpose: str | None = None      # purposeOfUse, e.g. break-glass (later issue)
     address: str | None = None      # network address of the peer
     request_id: str = field(default_factory=lambda: secrets.token_hex(8))

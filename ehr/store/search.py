@@ -67,6 +67,7 @@ class Scope:
     types: tuple[str, ...]
     readable: frozenset[str] | None
     patient: str | None = None
+    filters: tuple[Search, ...] | None = None  # granular scopes: a match must meet one of them
 
 
 _SORTABLE: dict[str, tuple[str, str, str, type]] = {
@@ -143,11 +144,19 @@ class Runner:
         sql = f"SELECT h.res_id FROM resource_head h WHERE {where} ORDER BY h.res_id LIMIT {self._page_size:d}"
         return [row["res_id"] for row in await self._db.fetch_all(sql, *compiler.args)]
 
+    async def visible(self, res_type: str, res_id: str, scope: Scope) -> bool:
+        """Whether the current version of this resource is within ``scope``'s compartment and filters."""
+        compiler: Compiler = self._compiler()
+        clauses = [f"h.res_type = {compiler.arg(res_type)}", f"h.res_id = {compiler.arg(res_id)}", "NOT h.deleted"]
+        clauses += confinement(scope, compiler, "h")
+        sql = f"SELECT 1 AS found FROM resource_head h WHERE {' AND '.join(clauses)}"
+        row = await self._db.fetch_one(sql, *compiler.args)
+        return row is not None
+
     def _where(self, search: Search, scope: Scope, compiler: Compiler) -> str:
         clauses = [f"h.res_type IN ({compiler.args_list(scope.types)})", "NOT h.deleted"]
         clauses += [compiler.criterion(c, scope.types, "h") for c in search.criteria]
-        if scope.patient is not None:
-            clauses.append(_in_compartment("h", scope.patient, compiler))
+        clauses += confinement(scope, compiler, "h")
         return " AND ".join(clauses)
 
     async def _includes(self, search: Search, scope: Scope, matches: list[Row]) -> list[Row]:
@@ -195,6 +204,21 @@ class Runner:
             clauses.append(_in_compartment("h", scope.patient, compiler))
         sql = f"{HEAD_VERSION} WHERE {' AND '.join(clauses)} ORDER BY h.res_type, h.res_id LIMIT {_INCLUDE_LIMIT:d}"
         return await self._db.fetch_all(sql, *compiler.args)
+
+
+def confinement(scope: Scope, compiler: Compiler, alias: str) -> list[str]:
+    """The predicates on the resource_head row ``alias`` that keep a search within its scope's
+    patient compartment and granular filters."""
+    clauses = []
+    if scope.patient is not None:
+        clauses.append(_in_compartment(alias, scope.patient, compiler))
+    if scope.filters is not None:
+        ors = [
+            "(" + " AND ".join(compiler.criterion(c, scope.types, alias) for c in f.criteria) + ")"
+            for f in scope.filters if f.criteria
+        ]
+        clauses.append("(" + (" OR ".join(ors) or "FALSE") + ")")
+    return clauses
 
 
 def _in_compartment(alias: str, patient: str, compiler: Compiler) -> str:

@@ -16,13 +16,14 @@ from ehr.audit.log import AuditLog
 from ehr.context import AccessContext
 from ehr.crypto.blind import BlindIndex
 from ehr.crypto.keys import KeyStore
-from ehr.db.database import Conflict, Database
+from ehr.db.database import Conflict, Database, Executor
 from ehr.errors import Category, EhrError
+from ehr.fhir.search.extract import patient_compartment
 from ehr.fhir.search.model import Search
 from ehr.fhir.validator import RESOURCE_TYPES
 from ehr.store import bundle, index, ingest, patch, policy, sql
 from ehr.store.records import Version, to_version
-from ehr.store.search import Page, Runner, Scope
+from ehr.store.search import Page, Runner, Scope, confinement, criteria_of
 from ehr.store.writer import Clock, Writer, WriteResult, one_match
 
 __all__ = ["Clock", "HistoryPage", "Store", "SystemClock", "WriteResult"]
@@ -64,15 +65,16 @@ class Store:
         self.indexer = index.Indexer(BlindIndex(keys.index_key()), base)
         self._writer = Writer(db, keys, audit, self._clock, self.indexer)
         self._page_size = page_size
+        self._filters: dict[tuple[str, str], Search] = {}
 
     # -- reads -------------------------------------------------------------------------------
 
     async def read(self, ctx: AccessContext, res_type: str, res_id: str) -> Version:
         """The current version; GONE when its newest version is a delete."""
         async with self._audit.audited(ctx, Interaction("read", res_type, res_id)) as event:
-            self._authorize(ctx, res_type, "r")
+            access = self._access(ctx, res_type, "r")
             row = await self._db.fetch_one(sql.NEWEST, res_type, res_id)
-            if row is None:
+            if row is None or not await self._visible(self._db, access, res_type, res_id):
                 raise EhrError(Category.NOT_FOUND, f"{res_type} not found")
             found = to_version(self._keys, row)
             event.version, event.patient = found.version, row["compartment"]
@@ -82,9 +84,9 @@ class Store:
 
     async def vread(self, ctx: AccessContext, res_type: str, res_id: str, version: int) -> Version:
         async with self._audit.audited(ctx, Interaction("vread", res_type, res_id, version)) as event:
-            self._authorize(ctx, res_type, "r")
+            access = self._access(ctx, res_type, "r")
             row = await self._db.fetch_one(sql.VERSION, res_type, res_id, version)
-            if row is None:
+            if row is None or not await self._visible(self._db, access, res_type, res_id):
                 raise EhrError(Category.NOT_FOUND, f"{res_type} version not found")
             event.patient = row["compartment"]
             found = to_version(self._keys, row)
@@ -119,10 +121,10 @@ class Store:
         since_us: int | None,
         cursor: Cursor | None,
     ) -> HistoryPage:
-        where, args = self._history_filter(ctx, res_type, res_id, since_us)
+        where, args, access = self._history_filter(ctx, res_type, res_id, since_us)
         if res_id is not None and res_type is not None:
             newest = await self._db.fetch_one(sql.NEWEST, res_type, res_id)
-            if newest is None:
+            if newest is None or not await self._visible(self._db, access, res_type, res_id):
                 raise EhrError(Category.NOT_FOUND, f"{res_type} not found")
             event.patient = newest["compartment"]
         total_row = await self._db.fetch_one(f"SELECT count(*) AS n FROM resource_version{_where(where)}", *args)
@@ -148,15 +150,10 @@ class Store:
         level = "search-system" if search.resource_type is None else "search-type"
         what = Interaction(level, search.resource_type, query=query, patient=patient)
         async with self._audit.audited(ctx, what):
-            readable = policy.readable_types(ctx)
-            if search.resource_type is not None:
-                self._authorize(ctx, search.resource_type, "s")
-                types: tuple[str, ...] = (search.resource_type,)
-            else:
-                types = tuple(sorted(readable if readable is not None else RESOURCE_TYPES))
+            scope = self._search_scope(ctx, search.resource_type, patient)
             await self._writer.statistics.refresh_if_grown()
             runner = Runner(self._db.searching(), self._writer.compiler, self._page_size)
-            page = await runner.page(search, Scope(types or ("",), readable, patient))
+            page = await runner.page(search, scope)
             matches = [to_version(self._keys, row) for row in page.matches]
             included = [to_version(self._keys, row) for row in page.included]
             return page, matches, included
@@ -166,9 +163,11 @@ class Store:
     async def create(self, ctx: AccessContext, res_type: str, resource: Any) -> Version:
         """Create with a server-assigned id (any id in the body is ignored, as R4 says)."""
         async with self._audit.audited(ctx, Interaction("create", res_type)) as event:
-            self._authorize(ctx, res_type, "c")
+            access = self._access(ctx, res_type, "c")
             ingest.check_resource(resource, res_type, None)
-            return await self._writer.create(self._db, ctx, event, str(uuid.uuid4()), resource)
+            res_id = str(uuid.uuid4())
+            _check_compartment(access, {**resource, "id": res_id})
+            return await self._writer.create(self._db, ctx, event, res_id, resource)
 
     async def conditional_create(
         self, ctx: AccessContext, res_type: str, resource: Any, criteria: Search, *, query: str
@@ -194,15 +193,17 @@ class Store:
     ) -> WriteResult:
         """Update, or create with the client's id when there is none (create needs the 'c' grant too)."""
         async with self._audit.audited(ctx, Interaction("update", res_type, res_id)) as event:
-            self._authorize(ctx, res_type, "u")
+            access = self._access(ctx, res_type, "u")
             ingest.check_id(res_id)
             ingest.check_resource(resource, res_type, res_id)
+            _check_compartment(access, resource)
             for _attempt in range(_WRITE_ATTEMPTS):
                 try:
                     async with self._db.transaction() as tx:
+                        await self._visible_or_absent(tx, access, res_type, res_id)
                         return await self._writer.update(
                             tx, ctx, event, res_id, resource, if_match,
-                            on_create=lambda: self._authorize(ctx, res_type, "c"),
+                            on_create=lambda: self._authorize_create(ctx, res_type),
                         )
                 except Conflict:  # a racing create-on-update inserted the same id first: retry as an update
                     event.committed = False
@@ -234,18 +235,22 @@ class Store:
     ) -> Version:
         """JSON Patch of the current version (ehr/store/patch.py), written as an update."""
         async with self._audit.audited(ctx, Interaction("patch", res_type, res_id)) as event:
-            self._authorize(ctx, res_type, "u")
+            access = self._access(ctx, res_type, "u")
             checked = patch.check(operations)
             async with self._db.transaction() as tx:
-                return await self._writer.patch(tx, ctx, event, res_id, checked, if_match)
+                await self._visible_or_absent(tx, access, res_type, res_id)
+                return await self._writer.patch(
+                    tx, ctx, event, res_id, checked, if_match, check=lambda body: _check_compartment(access, body)
+                )
 
     async def delete(
         self, ctx: AccessContext, res_type: str, res_id: str, if_match: int | None = None
     ) -> Version | None:
         """Write a tombstone version. Deleting what does not exist, or is already deleted, writes nothing."""
         async with self._audit.audited(ctx, Interaction("delete", res_type, res_id)) as event:
-            self._authorize(ctx, res_type, "d")
+            access = self._access(ctx, res_type, "d")
             async with self._db.transaction() as tx:
+                await self._visible_or_absent(tx, access, res_type, res_id)
                 return await self._writer.delete(tx, ctx, event, res_id, if_match)
 
     async def conditional_delete(
@@ -294,35 +299,99 @@ class Store:
     # -- internals ---------------------------------------------------------------------------
 
     def _authorize(self, ctx: AccessContext, res_type: str, letter: Any) -> None:
+        """For interactions the store does not confine yet (bundles, conditional writes): unconfined
+        grants only."""
         ingest.check_type(res_type)
         policy.require(ctx, res_type, letter)
 
+    def _authorize_create(self, ctx: AccessContext, res_type: str) -> None:
+        self._access(ctx, res_type, "c")
+
+    def _access(self, ctx: AccessContext, res_type: str, letter: Any) -> policy.Access:
+        ingest.check_type(res_type)
+        return policy.access(ctx, res_type, letter)
+
+    def _scope(self, res_type: str, access: policy.Access) -> Scope:
+        filters = None
+        if access.filters is not None:
+            filters = tuple(self._filter(res_type, query) for query in access.filters)
+        return Scope((res_type,), None, access.patient, filters)
+
+    def _filter(self, res_type: str, query: str) -> Search:
+        """A granular scope's query as search criteria; one the index cannot evaluate allows nothing."""
+        found = self._filters.get((res_type, query))
+        if found is None:
+            try:
+                found = criteria_of(res_type, query, self.indexer.base, "a granular scope")
+            except EhrError:
+                raise EhrError(Category.FORBIDDEN, f"the granular scope on {res_type} cannot be enforced") from None
+            self._filters[(res_type, query)] = found
+        return found
+
+    async def _visible(self, executor: Executor, access: policy.Access, res_type: str, res_id: str) -> bool:
+        if access.unconfined:
+            return True
+        runner = Runner(executor, self._writer.compiler, self._page_size)
+        return await runner.visible(res_type, res_id, self._scope(res_type, access))
+
+    async def _visible_or_absent(self, tx: Executor, access: policy.Access, res_type: str, res_id: str) -> None:
+        """A confined write may touch a resource in its compartment, or one that does not exist yet;
+        anything else is answered as if it did not exist."""
+        if await self._visible(tx, access, res_type, res_id):
+            return
+        head = await tx.fetch_one(sql.HEAD, res_type, res_id)
+        if head is not None and not head["deleted"]:
+            raise EhrError(Category.NOT_FOUND, f"{res_type} not found")
+
+    def _search_scope(self, ctx: AccessContext, res_type: str | None, patient: str | None) -> Scope:
+        """What one search may match and include. ``patient`` (Patient/{id}/...) narrows to that
+        compartment, which must be the launch patient's when the access is confined to one."""
+        readable = policy.view(ctx, "r")
+        if res_type is not None:
+            access = self._access(ctx, res_type, "s")
+            types: tuple[str, ...] = (res_type,)
+            filters = self._scope(res_type, access).filters
+        else:
+            searchable = policy.view(ctx, "s")
+            access = policy.Access(searchable.patient)
+            types = tuple(sorted(searchable.types if searchable.types is not None else RESOURCE_TYPES))
+            filters = None
+        confined = access.patient or readable.patient
+        if confined and patient and patient != confined:
+            raise EhrError(Category.NOT_FOUND, "Patient not found")
+        return Scope(types or ("",), readable.types, confined or patient, filters)
+
     def _history_filter(
         self, ctx: AccessContext, res_type: str | None, res_id: str | None, since_us: int | None
-    ) -> tuple[list[str], list[Any]]:
+    ) -> tuple[list[str], list[Any], policy.Access]:
+        compiler = self._writer.compiler()
         where: list[str] = []
-        args: list[Any] = []
-
-        def add(clause: str, *values: Any) -> None:
-            marks = [f"${len(args) + n}" for n in range(1, len(values) + 1)]
-            where.append(clause.format(*marks))
-            args.extend(values)
-
         if res_type is not None:
-            self._authorize(ctx, res_type, "r")
+            access = self._access(ctx, res_type, "r")
             if res_id is None:
-                self._authorize(ctx, res_type, "s")
-            add("res_type = {}", res_type)
+                access = self._access(ctx, res_type, "s")
+            where.append(f"res_type = {compiler.arg(res_type)}")
+            scope = self._scope(res_type, access)
         else:
-            allowed = policy.readable_types(ctx)
-            if allowed is not None:
-                types = sorted(allowed) or [""]  # nothing readable: match no row
-                add("res_type IN (" + ", ".join("{}" for _ in types) + ")", *types)
+            seen = policy.view(ctx, "r")
+            access = policy.Access(seen.patient)
+            if seen.types is not None:
+                where.append(f"res_type IN ({compiler.args_list(sorted(seen.types) or [''])})")
+            scope = Scope(("",), None, seen.patient)
         if res_id is not None:
-            add("res_id = {}", res_id)
+            where.append(f"res_id = {compiler.arg(res_id)}")
+        elif not access.unconfined:
+            heads = " AND ".join(confinement(scope, compiler, "h"))
+            where.append(f"(res_type, res_id) IN (SELECT h.res_type, h.res_id FROM resource_head h WHERE {heads})")
         if since_us is not None:
-            add("ts_us >= {}", since_us)
-        return where, args
+            where.append(f"ts_us >= {compiler.arg(since_us)}")
+        return where, compiler.args, access
+
+
+def _check_compartment(access: policy.Access, resource: Any) -> None:
+    """A write confined to a patient must leave the resource in that patient's compartment."""
+    if access.patient is not None and access.patient not in patient_compartment(resource):
+        raise EhrError(Category.FORBIDDEN, "the resource would not be in the launch patient's compartment")
 
 
 def _where(clauses: list[str]) -> str:

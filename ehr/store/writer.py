@@ -83,9 +83,10 @@ class Writer:
 
     async def patch(
         self, tx: Executor, ctx: AccessContext, event: Interaction, res_id: str, operations: patch.Patch,
-        if_match: int | None, defer: list[Pending] | None = None,
+        if_match: int | None, defer: list[Pending] | None = None, check: Callable[[Any], None] | None = None,
     ) -> Version:
-        """Apply a patch to the current version and write the result as an update."""
+        """Apply a patch to the current version and write the result as an update (``check`` may
+        refuse the result)."""
         res_type = event.resource_type or ""
         head = await tx.fetch_one(sql.HEAD + self._db.for_update, res_type, res_id)
         check_precondition(head, if_match)
@@ -97,6 +98,8 @@ class Writer:
         assert body is not None
         patched = patch.apply(body, operations)
         ingest.check_resource(patched, res_type, res_id)
+        if check is not None:
+            check(patched)
         return await self.append(tx, ctx, event, res_id, head, patched, "update", defer)
 
     async def delete(

@@ -40,20 +40,31 @@ def test_non_data_scopes_are_kept_aside() -> None:
     assert len(permissions.grants) == 1
 
 
-def test_only_unconditional_system_grants_allow() -> None:
-    permissions = Permissions.parse("patient/*.cruds user/*.cruds system/Observation.rs?category=laboratory")
-    assert not permissions.allows("Observation", "r")
-    assert not permissions.allows("Patient", "r")
-    assert permissions.types_allowed("r") == frozenset()
+def test_scope01_read_is_never_rd() -> None:
+    grant = parse_scope("patient/Observation.read")
+    assert grant is not None and grant.letters == frozenset("rs")
+    with pytest.raises(InvalidScope):
+        parse_scope("patient/Observation.dus")
 
 
-def test_wildcard_and_types() -> None:
-    permissions = Permissions.parse("system/Patient.rs system/Observation.r")
-    assert permissions.allows("Patient", "s")
-    assert not permissions.allows("Observation", "s")
-    assert not permissions.allows("Patient", "c")
-    assert permissions.types_allowed("r") == {"Patient", "Observation"}
-    assert Permissions.parse("system/*.r").types_allowed("r") is None
+def test_scope02_v1_scopes_are_answered_as_v1() -> None:
+    assert Permissions.parse("patient/*.read user/Patient.write system/*.*").scope_string() == (
+        "patient/*.read user/Patient.write system/*.*"
+    )
+    assert Permissions.parse("patient/*.rs").scope_string() == "patient/*.rs"
+
+
+def test_granular_query_needs_a_type() -> None:
+    with pytest.raises(InvalidScope):
+        parse_scope("patient/*.rs?category=laboratory")
+
+
+def test_narrowed_keeps_what_the_registration_covers() -> None:
+    allowed = Permissions.parse("patient/*.rs user/Observation.cruds launch/patient openid")
+    asked = Permissions.parse(
+        "patient/Observation.rs patient/Patient.cruds user/Observation.rs?category=x openid fhirUser"
+    )
+    assert asked.narrowed(allowed).scope_string() == "patient/Observation.rs user/Observation.rs?category=x openid"
 
 
 grants = st.builds(
@@ -62,7 +73,7 @@ grants = st.builds(
     st.sampled_from(["*", "Patient", "Observation", "MedicationRequest"]),
     st.sets(st.sampled_from("cruds"), min_size=1).map(frozenset),
     st.none() | st.sampled_from(["category=laboratory", "code=http://loinc.org|1234-5"]),
-)
+).filter(lambda g: g.query is None or g.resource_type != "*")
 
 
 @given(grants)
