@@ -1,4 +1,4 @@
-"""The ``ehr`` command: init, serve, verify, import, clients, audit, keys."""
+"""The ``ehr`` command: init, serve, verify, import, clients, users, audit, keys."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING
 
 from ehr.audit.alerts import RULES
 from ehr.context import operator_context
-from ehr.errors import EhrError
+from ehr.errors import Category, EhrError
 from ehr.settings import Settings
+from smart_auth.roles import ROLES
 
 if TYPE_CHECKING:
     from ehr.audit.log import AuditLog
@@ -38,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from ehr.store.clients import AUTH_METHODS
+
     parser = argparse.ArgumentParser(prog="ehr", description=__doc__)
     parser.add_argument("--home", type=Path, help="state directory (env EHR_HOME, default ./.ehr)")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
@@ -52,11 +55,22 @@ def _parser() -> argparse.ArgumentParser:
     verify = sub.add_parser("verify", help="check every stored version: hash chain, signature, decryption")
     verify.set_defaults(handler=_verify)
 
-    clients = sub.add_parser("clients", help="registered system clients").add_subparsers(required=True)
-    add = clients.add_parser("add", help="register a client identified by its certificate")
+    clients = sub.add_parser("clients", help="registered clients: apps, backend services, systems").add_subparsers(
+        required=True
+    )
+    add = clients.add_parser("add", help="register a client (SMART app, backend service or certificate system)")
     add.add_argument("--name", required=True)
-    add.add_argument("--cert", required=True, type=Path, help="the client's certificate (PEM)")
-    add.add_argument("--scopes", required=True, help='SMART scopes, e.g. "system/Patient.cruds"')
+    add.add_argument("--scopes", required=True, help='the most it may be granted, e.g. "patient/*.rs openid fhirUser"')
+    add.add_argument("--auth-method", default=None, choices=AUTH_METHODS,
+                     help="token endpoint authentication (default: tls_client_auth with --cert, else none)")
+    add.add_argument("--cert", type=Path, help="the client's certificate (PEM): mutual TLS, certificate-bound tokens")
+    add.add_argument("--redirect-uri", action="append", default=[], dest="redirect_uris",
+                     help="exact redirect URI (repeat for several); enables the authorization_code grant")
+    add.add_argument("--launch-uri", help="the app's launch URL, for EHR launch from /oauth/launcher")
+    add.add_argument("--jwks", type=Path, help="private_key_jwt: the client's public JWKS (JSON file)")
+    add.add_argument("--jwks-uri", help="private_key_jwt: or the URL of its JWKS")
+    add.add_argument("--grant-types", help="space-separated; default by method: authorization_code refresh_token "
+                     "with redirect URIs, else client_credentials")
     add.set_defaults(handler=_clients_add)
     lst = clients.add_parser("list", help="list clients")
     lst.set_defaults(handler=_clients_list)
@@ -64,6 +78,25 @@ def _parser() -> argparse.ArgumentParser:
         cmd = clients.add_parser(name, help=f"{name} a client")
         cmd.add_argument("client_id")
         cmd.set_defaults(handler=_clients_disable, disabled=disabled)
+
+    users = sub.add_parser("users", help="people who sign in").add_subparsers(required=True)
+    user_add = users.add_parser("add", help="add a user; the password is prompted for twice, or read from stdin")
+    user_add.add_argument("--username", required=True)
+    user_add.add_argument("--name", required=True, help="display name")
+    user_add.add_argument("--role", required=True, choices=sorted(ROLES))
+    user_add.add_argument("--fhir-user", help="the user's own resource, e.g. Practitioner/123")
+    user_add.add_argument("--password-stdin", action="store_true", help="read the password from one line of stdin")
+    user_add.set_defaults(handler=_users_add)
+    user_list = users.add_parser("list", help="list users")
+    user_list.set_defaults(handler=_users_list)
+    for name, disabled in (("disable", True), ("enable", False)):
+        cmd = users.add_parser(name, help=f"{name} a user")
+        cmd.add_argument("user_id")
+        cmd.set_defaults(handler=_users_disable, disabled=disabled)
+    password = users.add_parser("password", help="set a user's password")
+    password.add_argument("user_id")
+    password.add_argument("--password-stdin", action="store_true", help="read the password from one line of stdin")
+    password.set_defaults(handler=_users_password)
 
     audit = sub.add_parser("audit", help="the audit log").add_subparsers(required=True)
     audit_verify = audit.add_parser("verify", help="check the audit log's chain, checkpoints and records")
@@ -130,10 +163,12 @@ def _init(settings: Settings, _args: argparse.Namespace) -> int:
     from ehr.crypto.keys import FileKeyStore
     from ehr.pki import certificate_thumbprint, ensure_dev_pki
     from ehr.store.clients import ClientRegistry
+    from smart_auth.tokens import TokenKeys
 
     settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
     pki = ensure_dev_pki(settings.pki_dir)
     FileKeyStore.create(settings.keys_dir)
+    TokenKeys.load_or_create(settings.keys_dir)
     ensure_pseudonym_secret(settings.keys_dir)
     thumbprint = certificate_thumbprint(pki.client_cert.read_bytes())
 
@@ -289,14 +324,26 @@ def _import(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _clients_add(settings: Settings, args: argparse.Namespace) -> int:
-    from ehr.pki import certificate_thumbprint
-    from ehr.store.clients import ClientRegistry
+    import json
 
-    thumbprint = certificate_thumbprint(args.cert.read_bytes())
+    from ehr.pki import certificate_thumbprint
+    from ehr.store.clients import ClientRegistry, Registration
+
+    thumbprint = certificate_thumbprint(args.cert.read_bytes()) if args.cert else None
+    method = args.auth_method or ("tls_client_auth" if thumbprint else "none")
+    registration = Registration(
+        name=args.name, scopes=args.scopes, auth_method=method, cert_thumbprint=thumbprint,
+        redirect_uris=args.redirect_uris, launch_uri=args.launch_uri,
+        jwks=json.loads(args.jwks.read_text()) if args.jwks else None, jwks_uri=args.jwks_uri,
+        grant_types=args.grant_types.split() if args.grant_types else None,
+    )
 
     async def job(db: Database, keys: KeyStore, audit: AuditLog) -> int:
-        added = await ClientRegistry(db, audit).add(operator_context(), args.name, thumbprint, args.scopes)
-        print(f"{added.id} {added.name} x5t#S256={thumbprint} scopes={added.scopes}")
+        added, secret = await ClientRegistry(db, audit).register(operator_context(), registration)
+        print(f"{added.id} {added.name} {added.auth_method} grants={' '.join(sorted(added.grant_types))} "
+              f"x5t#S256={thumbprint} scopes={added.scopes}")
+        if secret is not None:
+            print(f"client_secret={secret}  (shown once; store it in the client's secret store)")
         return 0
 
     return _run(settings, job)
@@ -308,7 +355,8 @@ def _clients_list(settings: Settings, _args: argparse.Namespace) -> int:
     async def job(db: Database, keys: KeyStore, audit: AuditLog) -> int:
         for found in await ClientRegistry(db, audit).list():
             status = "disabled" if found.disabled else "active"
-            print(f"{found.id} {found.name} {status} x5t#S256={found.cert_thumbprint} scopes={found.scopes}")
+            print(f"{found.id} {found.name} {status} {found.auth_method} x5t#S256={found.cert_thumbprint} "
+                  f"redirects={','.join(found.redirect_uris) or '-'} scopes={found.scopes}")
         return 0
 
     return _run(settings, job)
@@ -319,6 +367,66 @@ def _clients_disable(settings: Settings, args: argparse.Namespace) -> int:
 
     async def job(db: Database, keys: KeyStore, audit: AuditLog) -> int:
         await ClientRegistry(db, audit).set_disabled(operator_context(), args.client_id, args.disabled)
+        return 0
+
+    return _run(settings, job)
+
+
+def _read_password(from_stdin: bool) -> str:
+    """One line of stdin (its line break dropped), or typed twice without echo."""
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    from getpass import getpass
+
+    password = getpass("Password: ")
+    if getpass("Password again: ") != password:
+        raise EhrError(Category.INVALID, "the passwords do not match")
+    return password
+
+
+def _users_add(settings: Settings, args: argparse.Namespace) -> int:
+    from smart_auth.users import UserRegistry
+
+    password = _read_password(args.password_stdin)
+
+    async def job(db: Database, keys: KeyStore, audit: AuditLog) -> int:
+        registry = UserRegistry(db, audit)
+        added = await registry.add(operator_context(), args.username, args.name, args.role, password, args.fhir_user)
+        print(f"{added.id} {added.username} {added.role}")
+        return 0
+
+    return _run(settings, job)
+
+
+def _users_list(settings: Settings, _args: argparse.Namespace) -> int:
+    from smart_auth.users import UserRegistry
+
+    async def job(db: Database, keys: KeyStore, audit: AuditLog) -> int:
+        for found in await UserRegistry(db, audit).list():
+            status = "disabled" if found.disabled else "active"
+            print(f"{found.id} {found.username} {found.role} {status} {found.fhir_user or '-'}")
+        return 0
+
+    return _run(settings, job)
+
+
+def _users_disable(settings: Settings, args: argparse.Namespace) -> int:
+    from smart_auth.users import UserRegistry
+
+    async def job(db: Database, keys: KeyStore, audit: AuditLog) -> int:
+        await UserRegistry(db, audit).set_disabled(operator_context(), args.user_id, args.disabled)
+        return 0
+
+    return _run(settings, job)
+
+
+def _users_password(settings: Settings, args: argparse.Namespace) -> int:
+    from smart_auth.users import UserRegistry
+
+    password = _read_password(args.password_stdin)
+
+    async def job(db: Database, keys: KeyStore, audit: AuditLog) -> int:
+        await UserRegistry(db, audit).set_password(operator_context(), args.user_id, password)
         return 0
 
     return _run(settings, job)

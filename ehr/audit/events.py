@@ -91,6 +91,17 @@ _DCM_TYPES = {
     "client-add": ("110137", "User Security Attributes Changed"),
     "client-disable": ("110137", "User Security Attributes Changed"),
     "client-enable": ("110137", "User Security Attributes Changed"),
+    "user-add": ("110137", "User Security Attributes Changed"),
+    "user-disable": ("110137", "User Security Attributes Changed"),
+    "user-enable": ("110137", "User Security Attributes Changed"),
+    "user-password": ("110137", "User Security Attributes Changed"),
+    "login": ("110114", "User Authentication"),
+    "logout": ("110114", "User Authentication"),
+    "authorize": ("110114", "User Authentication"),
+    "token": ("110114", "User Authentication"),
+    "introspect": ("110114", "User Authentication"),
+    "revoke": ("110137", "User Security Attributes Changed"),
+    "launch": ("110100", "Application Activity"),
     "key-rotate": ("110113", "Security Alert"),
     "key-rewrap": ("110113", "Security Alert"),
     "audit-export": ("110106", "Export"),
@@ -110,6 +121,9 @@ def _subtype(code: str) -> dict[str, str]:
     return {"system": system, "code": code}
 
 
+_V3_ROLE = "http://terminology.hl7.org/CodeSystem/extra-security-role-type"
+
+
 def _agents(ctx: AccessContext, source: str) -> list[dict[str, Any]]:
     client: dict[str, Any] = {
         "type": {"coding": [{"system": _DCM, "code": "110153", "display": "Source Role ID"}]},
@@ -125,7 +139,17 @@ def _agents(ctx: AccessContext, source: str) -> list[dict[str, Any]]:
         "who": {"display": source},
         "requestor": False,
     }
-    return [client, server]
+    if ctx.app is None:
+        return [client, server]
+    # a person acting through an app (BALP: the user is the requestor, the app an agent beside them)
+    client["type"] = {"coding": [{"system": _V3_ROLE, "code": "humanuser", "display": "human user"}]}
+    client["who"] = {"identifier": {"system": "urn:ehr:user", "value": ctx.actor}, "display": ctx.actor_display}
+    app = {
+        "type": {"coding": [{"system": _DCM, "code": "110150", "display": "Application"}]},
+        "who": {"identifier": {"system": "urn:ehr:client", "value": ctx.app}, "display": ctx.app_display or ctx.app},
+        "requestor": False,
+    }
+    return [client, app, server]
 
 
 def _entities(what: Interaction) -> list[dict[str, Any]]:

@@ -76,6 +76,89 @@ client = Table(
     Column("scopes", String(4000), nullable=False),
     Column("created_us", BigInteger, nullable=False),
     Column("disabled", Boolean, nullable=False, default=False),
+    # OAuth 2.0 registration (smart_auth): how the client authenticates at the token endpoint, where
+    # codes may be sent, its keys. ``scopes`` is the most it may be granted.
+    Column("auth_method", String(40), nullable=False, server_default="tls_client_auth"),
+    Column("secret_hash", String(200), nullable=True),      # client_secret_basic/post: scrypt hash
+    Column("redirect_uris", String(4000), nullable=True),   # JSON array; exact match
+    Column("launch_uri", String(2000), nullable=True),      # where the EHR launcher sends iss + launch
+    Column("jwks", String(20000), nullable=True),           # private_key_jwt: inline JWKS (JSON)
+    Column("jwks_uri", String(2000), nullable=True),        # private_key_jwt: or a JWKS URL
+    Column("grant_types", String(200), nullable=False, server_default=""),  # space-separated
+)
+
+# People who sign in (smart_auth/users.py): a unique id, a role, a memory-hard password hash.
+app_user = Table(
+    "app_user",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("username", String(200), nullable=False, unique=True),
+    Column("display_name", String(200), nullable=False),
+    Column("role", String(40), nullable=False),
+    Column("password_hash", String(300), nullable=False),
+    Column("fhir_user", String(200), nullable=True),        # e.g. Practitioner/123
+    Column("created_us", BigInteger, nullable=False),
+    Column("disabled", Boolean, nullable=False, default=False),
+)
+
+# -- OAuth state (smart_auth, docs/adr/0009-smart-authorization.md) ----------------------------------
+# Secrets (codes, refresh tokens, session ids) are stored only as SHA-256 hashes.
+oauth_grant = Table(   # one authorization: the refresh-token family and what every token from it may do
+    "oauth_grant",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("client_id", String(36), nullable=False),
+    Column("user_id", String(36), nullable=True),
+    Column("scopes", String(4000), nullable=False),
+    Column("patient", String(64), nullable=True),
+    Column("encounter", String(64), nullable=True),
+    Column("cnf", String(64), nullable=True),               # x5t#S256 the tokens are bound to
+    Column("refresh_hash", String(64), nullable=True, unique=True),
+    Column("refresh_expires_us", BigInteger, nullable=True),
+    Column("created_us", BigInteger, nullable=False),
+    Column("revoked_us", BigInteger, nullable=True),
+)
+Index("ix_grant_user", oauth_grant.c.user_id)
+
+oauth_code = Table(    # authorization codes: one use, short-lived
+    "oauth_code",
+    metadata,
+    Column("code_hash", String(64), primary_key=True),
+    Column("grant_id", String(36), nullable=False),
+    Column("redirect_uri", String(2000), nullable=False),
+    Column("challenge", String(128), nullable=False),       # PKCE S256 code_challenge
+    Column("nonce", String(500), nullable=True),
+    Column("expires_us", BigInteger, nullable=False),
+    Column("used_us", BigInteger, nullable=True),
+)
+
+oauth_launch = Table(  # EHR launch handles: opaque, bound to a context, short-lived
+    "oauth_launch",
+    metadata,
+    Column("handle_hash", String(64), primary_key=True),
+    Column("client_id", String(36), nullable=False),
+    Column("user_id", String(36), nullable=False),
+    Column("patient", String(64), nullable=True),
+    Column("encounter", String(64), nullable=True),
+    Column("expires_us", BigInteger, nullable=False),
+)
+
+oauth_jti = Table(     # client assertion ids seen, to refuse a replay within the assertion's lifetime
+    "oauth_jti",
+    metadata,
+    Column("issuer", String(200), primary_key=True),
+    Column("jti", String(200), primary_key=True),
+    Column("expires_us", BigInteger, nullable=False),
+)
+
+web_session = Table(   # signed-in browser sessions (login pages)
+    "web_session",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("user_id", String(36), nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+    Column("seen_us", BigInteger, nullable=False),
+    Column("ended_us", BigInteger, nullable=True),
 )
 
 # -- search index (docs/adr/0008-search-index.md) ---------------------------------------------------

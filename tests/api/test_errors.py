@@ -7,6 +7,7 @@ import pytest
 
 from ehr.api.services import Services
 from ehr.context import operator_context
+from ehr.errors import EhrError
 from ehr.pki import DevPki
 from tests.api.test_crud import PATIENT, create, outcome
 from tests.conftest import make_client, register
@@ -150,9 +151,8 @@ async def test_disabled_client_is_403(services: Services, pki: DevPki) -> None:
         ("system/Patient.read", {"read"}),
         ("system/Patient.c", {"create"}),
         ("system/Observation.cruds", set()),
-        ("system/Patient.cruds?gender=male", set()),  # granular scopes need search: deny until then
-        ("patient/Patient.cruds", set()),  # patient scopes need a launch patient: deny until SMART
-        ("user/*.cruds", set()),
+        ("system/Patient.cruds?gender=female", set()),  # granular: reads what matches, never writes
+        ("system/Patient.cruds?gender=male", {"read"}),
         ("system/*.write", {"create"}),
     ],
 )
@@ -167,8 +167,18 @@ async def test_scopes_decide(services: Services, pki: DevPki, scopes: str, allow
     assert (created.status_code == 201) == ("create" in allowed), created.text
     for response in (read, created):
         if response.status_code >= 400:
-            assert response.status_code == 403
+            # a granular scope the resource does not match answers as if it did not exist
+            assert response.status_code == (404 if "?" in scopes and response is read else 403)
             outcome(response)
+
+
+@pytest.mark.parametrize("scopes", ["patient/Patient.cruds", "user/*.cruds"])
+async def test_certificate_clients_get_system_scopes_only(services: Services, pki: DevPki, scopes: str) -> None:
+    """patient/ and user/ scopes need a launch patient or a signed-in user, which a certificate
+    alone never has: registering them for a certificate client is refused."""
+    with pytest.raises(EhrError) as refused:
+        await register(services, pki.client_cert.read_text(), scopes)
+    assert refused.value.category.status == 400
 
 
 def _admin_ctx():  # type: ignore[no-untyped-def]

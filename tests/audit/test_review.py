@@ -242,7 +242,7 @@ async def test_who_may_review(services: Services, pki: DevPki, scopes: str) -> N
 
 
 @pytest.mark.parametrize("scopes", ["system/Patient.cruds", "system/AuditEvent.r", "system/AuditEvent.s",
-                                    "patient/AuditEvent.rs", "system/AuditEvent.rs?agent=x"])
+                                    "system/AuditEvent.rs?agent=x"])
 @pytest.mark.parametrize("path", ["AuditEvent", "AuditEvent/x", "Patient/x/$access-log"])
 async def test_review_refused_and_audited(
     services: Services, pki: DevPki, db: Database, keys: MemoryKeyStore, scopes: str, path: str
