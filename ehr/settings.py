@@ -39,6 +39,15 @@ class Settings(BaseSettings):
     syslog_ca: Path | None = Field(default=None, description="CA verifying the syslog receiver; default: system CAs")
     syslog_cert: Path | None = Field(default=None, description="client certificate for the syslog receiver, if it asks")
     syslog_key: Path | None = Field(default=None, description="the client certificate's private key")
+    # SMART on FHIR authorization (smart_auth/, docs/adr/0009-smart-authorization.md)
+    access_token_seconds: int = Field(default=300, ge=30, le=3600, description="access token lifetime")
+    refresh_token_days: float = Field(default=90, gt=0, description="offline_access refresh token lifetime")
+    online_refresh_hours: float = Field(default=12, gt=0, description="online_access refresh token lifetime")
+    session_idle_minutes: float = Field(default=15, gt=0, description="sign-in session ends after this idle time")
+    session_max_hours: float = Field(default=12, gt=0, description="sign-in session ends after this long")
+    require_bound_system_tokens: bool = Field(
+        default=False, description="refuse system/ tokens not bound to a client certificate (RFC 8705)"
+    )
     # Audit review alerts (ehr/audit/alerts.py, docs/adr/0007-audit-alerts.md)
     alert_mass_access_patients: int = Field(
         default=50, ge=1, description="mass access: alert when one actor reads more distinct patients than this"
@@ -83,6 +92,12 @@ class Settings(BaseSettings):
         if self.database_url is not None:
             return self.database_url.get_secret_value()
         return f"sqlite+aiosqlite:///{(self.home / 'ehr.sqlite3').resolve()}"
+
+    @property
+    def auth_base(self) -> str:
+        """Where the authorization server's endpoints live: the FHIR base's parent (…/oauth/…)."""
+        base = self.fhir_base
+        return base[: -len("/fhir")] if base.endswith("/fhir") else base
 
     @property
     def fhir_base(self) -> str:

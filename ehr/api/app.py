@@ -14,8 +14,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ehr import __version__
 from ehr.api.audit_routes import audit_routes
-from ehr.api.auth import CertificateAuth, ClientCache
+from ehr.api.auth import CertificateAuth, ClientCache, GrantCache
 from ehr.api.bundle_routes import bundle_routes
+from ehr.api.cors import Cors
 from ehr.api.router import FhirRouter, route_table
 from ehr.api.routes import routes
 from ehr.api.search_routes import search_routes
@@ -27,6 +28,7 @@ from ehr.errors import Category, EhrError
 from ehr.fhir.validator import validate
 from ehr.settings import Settings
 from ehr.store.service import SystemClock
+from smart_auth import web
 
 
 @dataclass(slots=True)
@@ -35,10 +37,22 @@ class _Running:
 
     services: Services | None = None
     client_cache: ClientCache | None = None
+    grant_cache: GrantCache | None = None
 
     def install(self, services: Services) -> None:
         self.services = services
         self.client_cache = ClientCache(services.clients, services.settings.client_cache_seconds)
+        self.grant_cache = GrantCache(services.auth.grants, services.settings.client_cache_seconds)
+
+    def grants(self) -> GrantCache:
+        if self.grant_cache is None:
+            raise EhrError(Category.INTERNAL, "the server is not started")
+        return self.grant_cache
+
+    def running(self) -> Services:
+        if self.services is None:
+            raise EhrError(Category.INTERNAL, "the server is not started")
+        return self.services
 
     def clients(self) -> ClientCache:
         if self.client_cache is None:
@@ -47,6 +61,9 @@ class _Running:
 
 
 class _WithServices:
+    """Puts the process's services into each request's scope, and sends the authorization server's
+    paths (smart_auth/web.py) to it, everything else to the authenticated FHIR API."""
+
     def __init__(self, app: ASGIApp, running: _Running) -> None:
         self._app = app
         self._running = running
@@ -54,6 +71,9 @@ class _WithServices:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             scope["ehr.services"] = self._running.services
+            if web.handles(scope["path"]):
+                await web.app(scope, receive, send)
+                return
         await self._app(scope, receive, send)
 
 
@@ -94,7 +114,8 @@ def create_app(settings: Settings, services: Services | None = None) -> ASGIApp:
         running.install(services)
     table = route_table(audit_routes + routes + search_routes + bundle_routes)  # specific before generic
     fhir = FhirRouter(table, fallback=host)
-    return _WithServices(CertificateAuth(fhir, clients=running.clients), running)
+    api = _WithServices(CertificateAuth(fhir, clients=running.clients, grants=running.grants), running)
+    return Cors(api, running.running, ttl=settings.client_cache_seconds)
 
 
 def _configuration(settings: Settings) -> dict[str, str]:

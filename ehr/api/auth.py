@@ -1,11 +1,17 @@
-"""Authentication, decided once per request, before any route: the verified client certificate
-(from the ASGI TLS extension) names a registered client, whose scopes become the AccessContext.
+"""Authentication, decided once per request, before any route.
 
-Deny by default: every path under /fhir needs it except the public ones below.
+Two ways in, deny by default for every path under /fhir except the public ones:
+- ``Authorization: Bearer`` with an access token this server issued (smart_auth): signature (RS256
+  pinned), type, issuer, audience and expiry checked; a certificate-bound token (RFC 8705 ``cnf``)
+  only over a connection presenting that certificate; its grant still active (not revoked, client
+  and user enabled; cached for ``client_cache_seconds``).
+- no Authorization header: the verified client certificate names a registered client, whose
+  ``system/`` scopes apply (systems such as lab interfaces that hold a certificate, not a token).
 """
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -22,8 +28,15 @@ from ehr.errors import Category, EhrError
 from ehr.pki import certificate_thumbprint
 from ehr.store.clients import Client, ClientRegistry
 from ehr.tls import peer_certificate_pem
+from smart_auth.grants import GrantStatus, GrantStore
+from smart_auth.roles import role_permissions
+from smart_auth.scopes import Permissions
+from smart_auth.tokens import ACCESS_TOKEN_TYPE, AccessClaims, InvalidToken
 
-PUBLIC_PATHS = frozenset({"/fhir/metadata"})
+PUBLIC_PATHS = frozenset({
+    "/fhir/metadata", "/fhir/.well-known/smart-configuration", "/fhir/.well-known/openid-configuration",
+})
+_BEARER_REFUSED = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
 
 
 @lru_cache(maxsize=4096)
@@ -53,10 +66,36 @@ class ClientCache:
         return found
 
 
+class GrantCache:
+    """Grant status by id, cached for ``ttl`` seconds (0: ask the database every time): how quickly a
+    revocation or a disabled account takes effect across processes."""
+
+    def __init__(self, grants: GrantStore, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._grants = grants
+        self._ttl = ttl
+        self._clock = clock
+        self._entries: dict[str, tuple[float, GrantStatus]] = {}
+
+    async def get(self, grant_id: str) -> GrantStatus:
+        now = self._clock()
+        hit = self._entries.get(grant_id)
+        if hit is not None and now - hit[0] < self._ttl:
+            return hit[1]
+        found = await self._grants.status(grant_id)
+        if self._ttl > 0:
+            if len(self._entries) > 10_000:
+                self._entries.clear()
+            self._entries[grant_id] = (now, found)
+        return found
+
+
 class CertificateAuth:
-    def __init__(self, app: ASGIApp, clients: Callable[[], ClientCache]) -> None:
+    def __init__(
+        self, app: ASGIApp, clients: Callable[[], ClientCache], grants: Callable[[], GrantCache] | None = None
+    ) -> None:
         self._app = app
         self._clients = clients
+        self._grants = grants
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS or not scope["path"].startswith("/fhir"):
@@ -83,9 +122,13 @@ class CertificateAuth:
 
     async def _context(self, scope: Scope) -> AccessContext:
         pem = peer_certificate_pem(scope)
-        if pem is None:
-            raise EhrError(Category.UNAUTHENTICATED, "a client certificate is required")
-        thumbprint = scope["ehr.thumbprint"] = _thumbprint(pem)
+        thumbprint = scope["ehr.thumbprint"] = _thumbprint(pem) if pem else None
+        authorization = _header(scope, b"authorization")
+        if authorization is not None:
+            return await self._token_context(scope, authorization, thumbprint)
+        if thumbprint is None:
+            raise EhrError(Category.UNAUTHENTICATED, "an access token or a client certificate is required",
+                           headers={"WWW-Authenticate": "Bearer"})
         client = await self._clients().get(thumbprint)
         if client is None:
             raise EhrError(Category.UNAUTHENTICATED, "this client certificate is not registered")
@@ -98,6 +141,46 @@ class CertificateAuth:
             cert_thumbprint=thumbprint,
             address=_peer(scope),
         )
+
+
+    async def _token_context(self, scope: Scope, authorization: str, thumbprint: str | None) -> AccessContext:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise EhrError(Category.UNAUTHENTICATED, "only Bearer access tokens are accepted", headers=_BEARER_REFUSED)
+        services = scope["ehr.services"]
+        try:
+            claims = AccessClaims.of(services.token_keys.verify(
+                token.strip(), typ=ACCESS_TOKEN_TYPE, issuer=services.base, audience=services.base, now=time.time()
+            ))
+        except InvalidToken as exc:
+            raise EhrError(Category.UNAUTHENTICATED, f"access token refused: {exc}", headers=_BEARER_REFUSED) from None
+        if claims.cnf is not None and not (thumbprint and hmac.compare_digest(claims.cnf, thumbprint)):
+            raise EhrError(Category.UNAUTHENTICATED, "this access token is bound to a client certificate that was "
+                           "not presented", headers=_BEARER_REFUSED)
+        if self._grants is None:
+            raise EhrError(Category.UNAUTHENTICATED, "access tokens are not accepted here", headers=_BEARER_REFUSED)
+        status = await self._grants().get(claims.grant_id)
+        if not status.active:
+            raise EhrError(Category.UNAUTHENTICATED, "access token revoked", headers=_BEARER_REFUSED)
+        user = claims.role is not None
+        return AccessContext(
+            actor=claims.subject,
+            actor_display=(status.user_name or claims.subject) if user else status.client_name,
+            permissions=Permissions.parse(claims.scope),
+            cert_thumbprint=thumbprint,
+            patient=claims.patient,
+            role=role_permissions(claims.role) if claims.role is not None else None,
+            app=claims.client_id if user else None,
+            app_display=status.client_name if user else None,
+            address=_peer(scope),
+        )
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
 
 
 def _peer(scope: Scope) -> str | None:

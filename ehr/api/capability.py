@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ehr import __version__
 from ehr.crypto.canonical import canonical_json
 from ehr.fhir.validator import RESOURCE_TYPES
@@ -49,7 +51,14 @@ def _audit_event() -> dict[str, object]:
     }
 
 
-def capability_statement(base: str, published: str) -> bytes:
+def _oauth_uris(auth_base: str) -> dict[str, Any]:
+    """The SMART oauth-uris extension (checklist DISC-08; the well-known file is the primary route)."""
+    url = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
+    names = ("authorize", "token", "introspect", "revoke")
+    return {"url": url, "extension": [{"url": n, "valueUri": f"{auth_base}/oauth/{n}"} for n in names]}
+
+
+def capability_statement(base: str, published: str, *, auth_base: str | None = None) -> bytes:
     resources = [
         _audit_event() if name == "AuditEvent" else {
             "type": name,
@@ -82,18 +91,21 @@ def capability_statement(base: str, published: str) -> bytes:
                 "mode": "server",
                 "security": {
                     "cors": False,
+                    "extension": [_oauth_uris(auth_base or base)],
                     "service": [
                         {
                             "coding": [
                                 {
                                     "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
-                                    "code": "Certificates",
+                                    "code": code,
                                 }
                             ]
                         }
+                        for code in ("SMART-on-FHIR", "Certificates")
                     ],
-                    "description": "Mutual TLS: a client certificate from the configured CA, registered "
-                    "with SMART system/ scopes, is required for every interaction but metadata.",
+                    "description": "SMART on FHIR: a Bearer access token from this server's authorization "
+                    "server (see .well-known/smart-configuration), or mutual TLS with a registered client "
+                    "certificate and its system/ scopes, is required for every interaction but metadata.",
                 },
                 "resource": resources,
                 "interaction": [
