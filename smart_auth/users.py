@@ -57,6 +57,7 @@ class UserRegistry:
         async with self._audit.audited(ctx, Interaction("user-add")) as event:
             _check_user(username, display_name, role, fhir_user)
             _check_password(password, username)
+            username = username.lower()  # one account per name, whatever the case it is typed in
             user = User(str(uuid.uuid4()), username, display_name, role, fhir_user, False)
             event.detail = {"user": user.id, "username": username, "role": role}
             _name_fhir_user(event, fhir_user)
@@ -75,7 +76,7 @@ class UserRegistry:
         row = None
         if _USERNAME.fullmatch(username):
             row = await self._db.fetch_one(f"SELECT {_COLUMNS}, password_hash FROM app_user WHERE username = $1",
-                                           username)
+                                           username.lower())
         if row is None:
             await asyncio.to_thread(burn, password)
             return None
@@ -91,7 +92,7 @@ class UserRegistry:
     async def by_username(self, username: str) -> User | None:
         if not _USERNAME.fullmatch(username):
             return None
-        row = await self._db.fetch_one(f"SELECT {_COLUMNS} FROM app_user WHERE username = $1", username)
+        row = await self._db.fetch_one(f"SELECT {_COLUMNS} FROM app_user WHERE username = $1", username.lower())
         return _user(row) if row else None
 
     async def set_disabled(self, ctx: AccessContext, user_id: str, disabled: bool) -> None:

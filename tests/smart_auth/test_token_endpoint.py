@@ -61,7 +61,7 @@ def code_form(launched: dict[str, object], **overrides: str) -> dict[str, str]:
     return {k: v for k, v in form.items() if v != "<absent>"}
 
 
-async def test_tok01_tok03_tok04_code_exchange(services: Services, launched: dict[str, object]) -> None:
+async def test_tok01_tok03_tok04_tok05_tok06_code_exchange(services: Services, launched: dict[str, object]) -> None:
     async with await https(services) as http:
         response = await exchange(http, code_form(launched))
         assert response.status_code == 200, response.text
@@ -228,7 +228,7 @@ async def test_scope07_system_scopes_only_by_client_credentials(services: Servic
     assert body["scope"] == "system/*.rs"
 
 
-async def test_mtls01_mtls02_mtls03_certificate_bound_tokens(services: Services, pki: DevPki) -> None:
+async def test_mtls01_mtls02_mtls03_mtls05_certificate_bound_tokens(services: Services, pki: DevPki) -> None:
     pem = pki.client_cert.read_text()
     other = issue_pem(pki, "other-client")
     client, _ = await services.clients.register(
@@ -334,3 +334,25 @@ async def test_disabled_user_or_client_ends_its_tokens(services: Services, launc
         await services.auth.users.set_disabled(operator_context(), user.id, False)  # type: ignore[attr-defined]
         await services.clients.set_disabled(operator_context(), app.id, True)  # type: ignore[attr-defined]
         assert (await http.get("fhir/Patient/p1", headers=bearer(token))).status_code == 401
+
+
+async def test_scope06_fhiruser_in_id_token_resolves_and_launch_scopes_grant_no_data(services: Services) -> None:
+    from ehr.context import system_context
+
+    await services.store.update(system_context("test"), "Practitioner", "dr1",
+                                {"resourceType": "Practitioner", "id": "dr1", "name": [{"family": "Who"}]})
+    app = await public_app(services)
+    user = await add_user(services, fhir_user="Practitioner/dr1")
+    verifier, challenge = verifier_and_challenge()
+    code, _ = await code_for(services, app, user, "openid fhirUser user/Practitioner.rs", challenge=challenge)
+    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT, "client_id": app.id,
+            "code_verifier": verifier}
+    launch_only = await mint(services, app, user, "launch launch/patient openid fhirUser")
+    async with await https(services) as http:
+        body = (await exchange(http, form)).json()
+        fhir_user = claims_of(body["id_token"])["fhirUser"]
+        assert fhir_user == "https://ehr.test/fhir/Practitioner/dr1"
+        resolved = await http.get(str(fhir_user).removeprefix("https://ehr.test/"), headers=bearer(body["access_token"]))
+        assert resolved.status_code == 200 and resolved.json()["id"] == "dr1"
+        denied = await http.get("fhir/Practitioner/dr1", headers=bearer(launch_only))
+    assert denied.status_code == 403

@@ -54,8 +54,15 @@ async def test_the_password_is_stored_only_as_a_hash(users: UserRegistry, db: Da
 async def test_wrong_or_unknown_credentials_sign_no_one_in(users: UserRegistry) -> None:
     await _add(users)
     assert await users.authenticate("alice", "correct horse battery stapler") is None
-    assert await users.authenticate("Alice", PASSWORD) is None
     assert await users.authenticate("bob", PASSWORD) is None
+
+
+async def test_usernames_ignore_case(users: UserRegistry) -> None:
+    added = await _add(users)
+    assert await users.authenticate("ALICE", PASSWORD) == added
+    with pytest.raises(EhrError) as caught:
+        await users.add(operator_context(), "Alice", "Another Alice", "nurse", NEW_PASSWORD)
+    assert caught.value.category is Category.CONFLICT
 
 
 @pytest.mark.parametrize("username", ["", "a" * 201, "al ice", "alice\x00", "ålice", "alice'; --"])
