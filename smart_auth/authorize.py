@@ -1,5 +1,5 @@
-"""The authorization endpoint's browser side: SMART App Launch 2.x authorization code flow (RFC 6749
-section 4.1 with RFC 7636 PKCE), the EHR's own app launcher (EHR launch) and sign-out.
+"""The authorization endpoint: SMART App Launch 2.x authorization code flow (RFC 6749 section 4.1
+with RFC 7636 PKCE): sign in, pick a patient, consent, then the code.
 
 Stateless between pages: the authorization request travels through every page in one hidden field,
 ``authz_request`` (its parameters, form-encoded), and is validated again on every step, so nothing
@@ -7,77 +7,51 @@ the browser sends is trusted without re-checking. The EHR launch handle travels 
 taken (once) only when the user approves. Server-side state is the signed-in session, launch handles
 and, at the end, the grant and its one-time code (smart_auth/grants.py).
 
-Cookies, all ``Secure; HttpOnly; Path=/oauth``:
-- ``ehr_session`` (SameSite=Lax): the session id from ``GrantStore.start_session``;
-- ``ehr_csrf`` (SameSite=Strict): a random value per browser that every form repeats in its hidden
-  ``csrf`` field (double submit). Every POST that acts (``step`` = login, pick or consent; a launch;
-  a sign-out) must carry it. The authorization request itself may arrive by POST from the app
-  (AUTHZ-01, ``authorize-post``): a POST without ``step`` acts on nothing and is answered like a GET.
+The authorization request itself may arrive by POST from the app (AUTHZ-01, ``authorize-post``): a
+POST without ``step`` acts on nothing and is answered like a GET; every other POST carries the CSRF
+value (smart_auth/browser.py).
 """
 
 from __future__ import annotations
 
-import hmac
-import html
-import json
 import re
-import secrets
-from dataclasses import dataclass, replace
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlencode
 
 from starlette.datastructures import MultiDict
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import Response
 
-from ehr.context import AccessContext
-from ehr.errors import EhrError
-from ehr.fhir.search.query import parse
 from ehr.store.clients import Client
-from ehr.store.records import Version
-from ehr.store.search import SEARCHABLE, supported_params
-from smart_auth.pages import (
-    consent_page,
-    launcher_page,
-    login_page,
-    message_page,
-    patient_picker_page,
-    security_headers,
+from smart_auth.browser import (
+    LOGIN_ERROR,
+    Browser,
+    PageError,
+    bare_error,
+    find_patients,
+    origins,
+    patient_display,
+    readable_patient,
+    sign_in,
+    signed_in,
+    with_query,
 )
+from smart_auth.pages import consent_page, patient_picker_page
 from smart_auth.scopes import KNOWN_SCOPES, InvalidScope, Permissions
-from smart_auth.server import AuthServer, OAuthError, actor_context, granted_scopes
+from smart_auth.server import AuthServer, OAuthError, granted_scopes
 from smart_auth.users import User
 
-SESSION_COOKIE = "ehr_session"
-CSRF_COOKIE = "ehr_csrf"
 AUTHORIZE_PATH = "/oauth/authorize"
-LAUNCHER_PATH = "/oauth/launcher"
-LOGOUT_PATH = "/oauth/logout"
-LOGIN_ERROR = "Unknown username or wrong password"
 
-_COOKIE_PATH = "/oauth"
 _CARRIED = "authz_request"
 _PARAMS = (
     "response_type", "client_id", "redirect_uri", "scope", "state", "aud", "code_challenge",
     "code_challenge_method", "launch", "nonce",
 )
 _STEPS = frozenset({"login", "pick", "consent"})
-_MAX_BODY = 64 * 1024       # bytes of one form
-_MAX_FIELDS = 200
 _MAX_VALUE = 4096           # characters of one authorization parameter
 _PICKER_SIZE = 20
-_LAUNCHER_SIZE = 50
 _CHALLENGE = re.compile(r"[A-Za-z0-9\-._~]{43,128}")   # RFC 7636 section 4.2
-_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
-_PATIENT_SEARCH = Permissions.parse("user/Patient.rs")
-
-
-class _PageError(Exception):
-    """Answered with a page, never a redirect (a form that is not ours, a body too large)."""
-
-    def __init__(self, text: str, status: int = 400) -> None:
-        super().__init__(text)
-        self.text = text
-        self.status = status
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,108 +68,40 @@ class _AuthzRequest:
     carried: str        # the parameters again, form-encoded, for the next page's hidden field
 
 
-class _Browser:
-    """One request from the browser: its fields (query or form), its CSRF value, the cookies to set."""
-
-    def __init__(self, request: Request, server: AuthServer, fields: MultiDict) -> None:
-        self.request = request
-        self.server = server
-        self.fields = fields
-        self.step = fields.get("step") if request.method == "POST" else None
-        self.user: User | None = None
-        self.targets: tuple[str, ...] = ()
-        self.new_session: str | None = None
-        self.clear_session = False
-        known = request.cookies.get(CSRF_COOKIE)
-        self.csrf = known or secrets.token_urlsafe(32)
-        self._set_csrf = not known
-
-    @classmethod
-    async def read(cls, request: Request, server: AuthServer) -> _Browser:
-        if request.method != "POST":
-            return cls(request, server, MultiDict(request.query_params.multi_items()))
-        kind = request.headers.get("content-type", "").partition(";")[0].strip().lower()
-        if kind != "application/x-www-form-urlencoded":
-            raise _PageError("Send the form as application/x-www-form-urlencoded.", 415)
-        body = await _bounded_body(request)
-        try:
-            pairs = parse_qsl(body.decode("ascii"), keep_blank_values=True, errors="strict",
-                              max_num_fields=_MAX_FIELDS)
-        except (UnicodeDecodeError, ValueError):
-            raise _PageError("The form could not be read.") from None
-        return cls(request, server, MultiDict(pairs))
-
-    def check_csrf(self) -> None:
-        """Double submit: the form's ``csrf`` must be the browser's own ``ehr_csrf`` cookie."""
-        cookie = self.request.cookies.get(CSRF_COOKIE, "")
-        sent = self.fields.get("csrf", "")
-        if not (cookie and sent and hmac.compare_digest(cookie.encode(), sent.encode())):
-            raise _PageError("This form has expired or did not come from this site. Please start again.")
-
-    def page(self, html: str, status: int = 200) -> Response:
-        return self._finish(HTMLResponse(html, status, headers=_headers(self.targets)))
-
-    def error_page(self, text: str, status: int = 400) -> Response:
-        return self.page(message_page("Something went wrong", text), status)
-
-    def redirect(self, url: str) -> Response:
-        return self._finish(RedirectResponse(url, 303, headers=_headers(self.targets)))
-
-    def login(self, action: str, hidden: dict[str, str], error: str | None = None) -> Response:
-        username = self.fields.get("username", "") if error else ""
-        html = login_page(action=action, csrf=self.csrf, hidden={**hidden, "step": "login"}, error=error,
-                          username=username)
-        return self.page(html)
-
-    def _finish(self, response: Response) -> Response:
-        if self._set_csrf:
-            response.set_cookie(CSRF_COOKIE, self.csrf, path=_COOKIE_PATH, secure=True, httponly=True,
-                                samesite="strict")
-        if self.new_session is not None:
-            response.set_cookie(SESSION_COOKIE, self.new_session, path=_COOKIE_PATH, secure=True,
-                                httponly=True, samesite="lax")
-        elif self.clear_session:
-            response.delete_cookie(SESSION_COOKIE, path=_COOKIE_PATH, secure=True, httponly=True, samesite="lax")
-        return response
-
-
-# -- the authorization endpoint ------------------------------------------------------------------
-
-
 async def authorize(request: Request, server: AuthServer) -> Response:
     """GET and POST /oauth/authorize (AUTHZ-01): sign in, pick a patient, consent, then the code."""
     try:
-        browser = await _Browser.read(request, server)
-    except _PageError as err:
-        return _bare_error(err)
+        browser = await Browser.read(request, server)
+    except PageError as err:
+        return bare_error(err)
     params = _authorization_params(browser.fields)
     try:
         client, redirect_uri = await _target(server, params)
     except OAuthError as err:
         await server.record(request, "authorize", error=err)
         return browser.error_page(err.description)
-    browser.targets = _origins([redirect_uri])
+    browser.targets = origins([redirect_uri])
     states = params.get("state", [])
     state = states[0] if len(states) == 1 else None
     try:
         if request.method == "POST" and browser.step is not None:
             browser.check_csrf()
         return await _steps(browser, _validated(params, client, redirect_uri, server.issuer))
-    except _PageError as err:
+    except PageError as err:
         return browser.error_page(err.text, err.status)
     except OAuthError as err:
         await server.record(request, "authorize", client=client, user=browser.user, error=err)
         answer = [("error", err.error), ("error_description", err.description)]
-        return browser.redirect(_with_query(redirect_uri, answer + ([("state", state)] if state else [])))
+        return browser.redirect(with_query(redirect_uri, answer + ([("state", state)] if state else [])))
 
 
-async def _steps(browser: _Browser, req: _AuthzRequest) -> Response:
+async def _steps(browser: Browser, req: _AuthzRequest) -> Response:
     carried = {_CARRIED: req.carried}
     if browser.step not in (None, *_STEPS):
-        raise _PageError("Unknown step.")
-    browser.user = await _signed_in(browser)
+        raise PageError("Unknown step.")
+    browser.user = await signed_in(browser)
     if browser.step == "login":
-        browser.user = await _sign_in(browser, req.client)
+        browser.user = await sign_in(browser, req.client)
         if browser.user is None:
             return browser.login(AUTHORIZE_PATH, carried, LOGIN_ERROR)
     if browser.user is None:
@@ -209,8 +115,8 @@ async def _steps(browser: _Browser, req: _AuthzRequest) -> Response:
     picked = browser.fields.get("patient") if browser.step == "pick" else None
     if not picked:
         return await _picker(browser, req, user)
-    version = await _readable_patient(browser, req.client, user, picked)
-    return _consent(browser, req, user, offer, picked, _patient_display(version))
+    version = await readable_patient(browser, req.client, user, picked)
+    return _consent(browser, req, user, offer, picked, patient_display(version))
 
 
 def _authorization_params(fields: MultiDict) -> dict[str, list[str]]:
@@ -305,9 +211,9 @@ def _own_patient(user: User) -> str | None:
     return ident if kind == "Patient" and ident else None
 
 
-async def _picker(browser: _Browser, req: _AuthzRequest, user: User) -> Response:
+async def _picker(browser: Browser, req: _AuthzRequest, user: User) -> Response:
     query = browser.fields.get("q", "") if browser.request.method == "GET" else ""
-    patients = await _patients(browser, req.client, user, query, _PICKER_SIZE)
+    patients = await find_patients(browser, req.client, user, query, _PICKER_SIZE)
     html = patient_picker_page(
         action=AUTHORIZE_PATH, csrf=browser.csrf, hidden={_CARRIED: req.carried, "step": "pick"},
         patients=patients, query=query, client_name=req.client.name,
@@ -316,7 +222,7 @@ async def _picker(browser: _Browser, req: _AuthzRequest, user: User) -> Response
 
 
 def _consent(
-    browser: _Browser, req: _AuthzRequest, user: User, offer: Permissions, picked: str | None, display: str | None
+    browser: Browser, req: _AuthzRequest, user: User, offer: Permissions, picked: str | None, display: str | None
 ) -> Response:
     hidden = {_CARRIED: req.carried, "step": "consent", **({"patient": picked} if picked else {})}
     html = consent_page(
@@ -327,7 +233,7 @@ def _consent(
     return browser.page(html)
 
 
-async def _decide(browser: _Browser, req: _AuthzRequest, user: User, offer: Permissions) -> Response:
+async def _decide(browser: Browser, req: _AuthzRequest, user: User, offer: Permissions) -> Response:
     """The consent form's answer: the grant is what was offered and left ticked (AUTHZ-07); its
     code and the unchanged state go to the redirect URI (AUTHZ-04)."""
     decision = browser.fields.get("decision")
@@ -351,11 +257,11 @@ async def _decide(browser: _Browser, req: _AuthzRequest, user: User, offer: Perm
                                           nonce=req.nonce)
     await server.record(browser.request, "authorize", client=req.client, user=user,
                         detail={"client": req.client.id, "scopes": scopes}, patient=patient)
-    return browser.redirect(_with_query(req.redirect_uri, [("code", code), ("state", req.state)]))
+    return browser.redirect(with_query(req.redirect_uri, [("code", code), ("state", req.state)]))
 
 
 async def _launch_context(
-    browser: _Browser, req: _AuthzRequest, user: User, offer: Permissions
+    browser: Browser, req: _AuthzRequest, user: User, offer: Permissions
 ) -> tuple[str | None, str | None]:
     """The patient (and encounter) the grant is bound to: the EHR launch's (AUTHZ-05), the user's
     own record, or the picked patient, which the user must still be able to read."""
@@ -372,200 +278,5 @@ async def _launch_context(
     picked = browser.fields.get("patient")
     if not picked:
         raise OAuthError("invalid_request", "no patient was chosen")
-    await _readable_patient(browser, req.client, user, picked)
+    await readable_patient(browser, req.client, user, picked)
     return picked, None
-
-
-# -- signing in ----------------------------------------------------------------------------------
-
-
-async def _signed_in(browser: _Browser) -> User | None:
-    """The user of the browser's live session; a disabled user is signed out."""
-    session = browser.request.cookies.get(SESSION_COOKIE)
-    if not session:
-        return None
-    settings = browser.server.settings
-    user_id = await browser.server.grants.session_user(
-        session, idle_seconds=settings.session_idle_minutes * 60, max_seconds=settings.session_max_hours * 3600
-    )
-    user = await browser.server.users.by_id(user_id) if user_id else None
-    return None if user is None or user.disabled else user
-
-
-async def _sign_in(browser: _Browser, client: Client | None) -> User | None:
-    """``step=login``: a new session for good credentials; otherwise None, with one generic message
-    whatever was wrong (no user enumeration). Both outcomes are audited, never the password."""
-    server, request = browser.server, browser.request
-    username = browser.fields.get("username", "")
-    user = await server.users.authenticate(username, browser.fields.get("password", ""))
-    if user is None:
-        named = await server.users.by_username(username)
-        await server.record(request, "login", client=client, user=named,
-                            error=OAuthError("access_denied", "unknown username or wrong password"))
-        return None
-    browser.new_session = await server.grants.start_session(user.id)
-    await server.record(request, "login", client=client, user=user)
-    return user
-
-
-# -- patients ------------------------------------------------------------------------------------
-
-
-def _patient_search_context(browser: _Browser, client: Client | None, user: User) -> AccessContext:
-    """The user looking for a patient: Patient read and search, as far as the user's role allows
-    (the store enforces the role)."""
-    return replace(actor_context(browser.request, client, user), permissions=_PATIENT_SEARCH)
-
-
-async def _patients(
-    browser: _Browser, client: Client | None, user: User, name: str, limit: int
-) -> list[tuple[str, str]]:
-    """Up to ``limit`` patients the user may see, by name; none when the user may search none."""
-    criteria = [("name", name)] if name else []
-    ctx = _patient_search_context(browser, client, user)
-    try:
-        search = parse("Patient", [*criteria, ("_count", str(limit))], supported_params,
-                       base=browser.server.issuer, strict=True, max_count=limit, resource_types=SEARCHABLE)
-        _, matches, _ = await browser.server.store.search(ctx, search, query=urlencode(criteria))
-    except EhrError:
-        return []
-    return [(found.res_id, _patient_display(found)) for found in matches]
-
-
-async def _readable_patient(browser: _Browser, client: Client | None, user: User, patient: str) -> Version:
-    if _FHIR_ID.fullmatch(patient):
-        try:
-            return await browser.server.store.read(_patient_search_context(browser, client, user), "Patient", patient)
-        except EhrError:
-            pass
-    raise OAuthError("invalid_request", "the chosen patient is not available")
-
-
-def _patient_display(version: Version) -> str:
-    """``Family, Given (birthDate)`` from the Patient's first name."""
-    resource = json.loads(version.body or b"{}")
-    names = [n for n in resource.get("name", []) if isinstance(n, dict)]
-    name = names[0] if names else {}
-    given = " ".join(g for g in name.get("given", []) if isinstance(g, str))
-    text = ", ".join(part for part in (name.get("family"), given) if isinstance(part, str) and part)
-    text = text or name.get("text") or f"Patient {version.res_id}"
-    birth = resource.get("birthDate")
-    return f"{text} ({birth})" if isinstance(birth, str) else str(text)
-
-
-# -- the EHR launcher and sign-out ---------------------------------------------------------------
-
-
-async def launcher(request: Request, server: AuthServer) -> Response:
-    """GET and POST /oauth/launcher: the EHR launches an app for a patient (SMART EHR launch)."""
-    try:
-        browser = await _Browser.read(request, server)
-        if request.method == "POST":
-            browser.check_csrf()
-        apps = [c for c in await server.clients.list() if not c.disabled and c.launch_uri]
-        browser.targets = _origins([c.launch_uri for c in apps if c.launch_uri])
-        browser.user = await _signed_in(browser)
-        if browser.step == "login":
-            browser.user = await _sign_in(browser, None)
-            if browser.user is None:
-                return browser.login(LAUNCHER_PATH, {}, LOGIN_ERROR)
-        if browser.user is None:
-            return browser.login(LAUNCHER_PATH, {})
-        if request.method == "POST" and browser.step is None:
-            return await _launch(browser, browser.user, apps)
-        patients = await _patients(browser, None, browser.user, "", _LAUNCHER_SIZE)
-        html = launcher_page(action=LAUNCHER_PATH, csrf=browser.csrf, apps=[(c.id, c.name) for c in apps],
-                             patients=patients, user_display=browser.user.display_name)
-        return browser.page(html)
-    except _PageError as err:
-        return _bare_error(err)
-
-
-async def _launch(browser: _Browser, user: User, apps: list[Client]) -> Response:
-    client = next((c for c in apps if c.id == browser.fields.get("client_id")), None)
-    if client is None or client.launch_uri is None:
-        raise _PageError("Unknown app.")
-    patient = browser.fields.get("patient", "")
-    try:
-        await _readable_patient(browser, None, user, patient)
-    except OAuthError:
-        raise _PageError("That patient is not available.") from None
-    server = browser.server
-    handle = await server.grants.create_launch(client_id=client.id, user_id=user.id, patient=patient)
-    await server.record(browser.request, "launch", client=client, user=user, detail={"client": client.id},
-                        patient=patient)
-    return browser.redirect(_with_query(client.launch_uri, [("iss", server.issuer), ("launch", handle)]))
-
-
-async def logout(request: Request, server: AuthServer) -> Response:
-    """GET asks to confirm; POST /oauth/logout ends the session."""
-    try:
-        browser = await _Browser.read(request, server)
-        if request.method != "POST":
-            return browser.page(_logout_form(browser.csrf))
-        browser.check_csrf()
-    except _PageError as err:
-        return _bare_error(err)
-    session = request.cookies.get(SESSION_COOKIE)
-    if session:
-        user = await _signed_in(browser)
-        await server.grants.end_session(session)
-        await server.record(request, "logout", user=user)
-    browser.clear_session = True
-    return browser.page(message_page("Signed out", "You are signed out."))
-
-
-def _logout_form(csrf: str) -> str:
-    # pages.py has no sign-out page yet: its message page with a form added, values escaped there too
-    form = (
-        f'<form method="post" action="{LOGOUT_PATH}">\n'
-        f'<input type="hidden" name="csrf" value="{html.escape(csrf, quote=True)}">\n'
-        '<button type="submit" id="sign-out">Sign out</button>\n</form>\n'
-    )
-    return message_page("Sign out", "Sign out of the EHR?").replace("</main>", form + "</main>", 1)
-
-
-# -- helpers -------------------------------------------------------------------------------------
-
-
-def _headers(targets: tuple[str, ...]) -> dict[str, str]:
-    return security_headers(form_targets=targets)
-
-
-def _bare_error(err: _PageError) -> Response:
-    return HTMLResponse(message_page("Something went wrong", err.text), err.status, headers=_headers(()))
-
-
-def _origins(uris: list[str]) -> tuple[str, ...]:
-    """Web origins of ``uris`` (where a form may end up), in the form the CSP takes."""
-    found: dict[str, None] = {}
-    for uri in uris:
-        parts = urlsplit(uri)
-        host = parts.hostname or ""
-        host = f"[{host}]" if ":" in host else host
-        origin = f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
-        try:
-            security_headers((origin,))
-        except ValueError:
-            continue
-        found[origin] = None
-    return tuple(found)
-
-
-def _with_query(uri: str, pairs: list[tuple[str, str]]) -> str:
-    """``uri`` with ``pairs`` appended to its query, which is kept as it is (RFC 6749 section 3.1.2)."""
-    parts = urlsplit(uri)
-    query = "&".join(q for q in (parts.query, urlencode(pairs)) if q)
-    return parts._replace(query=query).geturl()
-
-
-async def _bounded_body(request: Request) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > _MAX_BODY):
-        raise _PageError("The form is too large.", 413)
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > _MAX_BODY:
-            raise _PageError("The form is too large.", 413)
-    return bytes(body)

@@ -215,6 +215,15 @@ def message_page(title: str, text: str) -> str:
     return _document(title, f"<p>{_e(text)}</p>\n")
 
 
+def logout_page(*, action: str, csrf: str) -> str:
+    body = (
+        "<p>Sign out of the EHR?</p>\n"
+        f'<form method="post" action="{_e(action)}">\n{_carried(csrf, {})}'
+        '<button type="submit" id="sign-out">Sign out</button>\n</form>\n'
+    )
+    return _document("Sign out", body)
+
+
 # --- scopes in plain words -------------------------------------------------------------------
 
 _SIMPLE_SCOPES = {

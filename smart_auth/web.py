@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from smart_auth import authorize, discovery, token_endpoint
+from smart_auth import authorize, discovery, launcher, token_endpoint
 from smart_auth.server import AuthServer
 
 _log = logging.getLogger(__name__)
@@ -43,8 +43,8 @@ ROUTES: dict[str, tuple[frozenset[str], Handler]] = {
     "/oauth/introspect": (frozenset({"POST"}), token_endpoint.introspect),
     "/oauth/revoke": (frozenset({"POST"}), token_endpoint.revoke),
     "/oauth/authorize": (frozenset({"GET", "POST"}), authorize.authorize),
-    "/oauth/launcher": (frozenset({"GET", "POST"}), authorize.launcher),
-    "/oauth/logout": (frozenset({"GET", "POST"}), authorize.logout),
+    "/oauth/launcher": (frozenset({"GET", "POST"}), launcher.launcher),
+    "/oauth/logout": (frozenset({"GET", "POST"}), launcher.logout),
 }
 # Public documents any web page may fetch (CORS-01); the rest allow registered origins only.
 PUBLIC = frozenset({

@@ -22,9 +22,10 @@ from starlette.routing import Route
 from ehr.api.services import Services
 from ehr.context import operator_context, system_context
 from ehr.store.clients import Client, Registration
-from smart_auth.authorize import authorize, launcher, logout
+from smart_auth.authorize import authorize
 from smart_auth.client_assertion import JtiStore
 from smart_auth.grants import AuthGrant, GrantStore
+from smart_auth.launcher import launcher, logout
 from smart_auth.server import AuthServer
 from smart_auth.tokens import TokenKeys
 from smart_auth.users import User, UserRegistry

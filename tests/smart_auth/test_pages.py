@@ -19,6 +19,7 @@ from smart_auth.pages import (
     describe_scope,
     launcher_page,
     login_page,
+    logout_page,
     message_page,
     patient_picker_page,
     security_headers,
@@ -237,6 +238,14 @@ def test_launcher_page_fields() -> None:
         options = [e for e in page.all("option") if e.parent is select]
         assert [(e.attrs["value"], e.text) for e in options] == list(choices)
     assert page.by_id("launch").form is form
+
+
+def test_logout_page_fields() -> None:
+    page = parse(logout_page(action="/oauth/logout", csrf="c-1"))
+    form = the_form(page, "post")
+    assert form.attrs["action"] == "/oauth/logout"
+    assert_carries(page, form, "c-1", {})
+    assert [b.attrs.get("id") for b in page.all("button")] == ["sign-out"]
 
 
 def test_message_page() -> None:

@@ -352,7 +352,8 @@ async def test_scope06_fhiruser_in_id_token_resolves_and_launch_scopes_grant_no_
         body = (await exchange(http, form)).json()
         fhir_user = claims_of(body["id_token"])["fhirUser"]
         assert fhir_user == "https://ehr.test/fhir/Practitioner/dr1"
-        resolved = await http.get(str(fhir_user).removeprefix("https://ehr.test/"), headers=bearer(body["access_token"]))
+        path = str(fhir_user).removeprefix("https://ehr.test/")
+        resolved = await http.get(path, headers=bearer(body["access_token"]))
         assert resolved.status_code == 200 and resolved.json()["id"] == "dr1"
         denied = await http.get("fhir/Practitioner/dr1", headers=bearer(launch_only))
     assert denied.status_code == 403
