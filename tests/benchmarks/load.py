@@ -55,11 +55,14 @@ class Load:
         return Load(self.operation, self.concurrency, max(self.concurrency, round(self.requests * factor)))
 
 
-def http_request(method: str, path: str, body: bytes = b"") -> bytes:
-    """One raw HTTP/1.1 request; a body is sent as application/fhir+json."""
-    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", "Accept: application/fhir+json"]
+def http_request(
+    method: str, path: str, body: bytes = b"", *, headers: tuple[str, ...] = (),
+    content_type: str = "application/fhir+json",
+) -> bytes:
+    """One raw HTTP/1.1 request; a body is sent as ``content_type``; ``headers`` are "Name: value"."""
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", "Accept: application/fhir+json", *headers]
     if body:
-        lines += ["Content-Type: application/fhir+json", f"Content-Length: {len(body)}"]
+        lines += [f"Content-Type: {content_type}", f"Content-Length: {len(body)}"]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 

@@ -2,7 +2,9 @@
 
 For each engine both servers run side by side (one process each, a database each) and get the
 same loads, taken in turns: a warm-up, then Patient create and read-by-id at concurrency 1 and
-32, each a fixed number of requests within a time limit. Then the search benchmark on the same
+32, and read-by-id with a certificate-bound Bearer token (client_credentials from the server's own
+token endpoint; the bare baseline ignores the header) at 32, each a fixed number of requests within
+a time limit. Then the search benchmark on the same
 servers (search_bench.py): a record set of patients and observations loaded through the real
 server's API (transaction Bundles when it has them: the import, in resources/s), the same patients
 into the bare baseline's JSON table, and four searches at concurrency 1 and 32, every answer
@@ -41,10 +43,13 @@ PATIENT = (b'{"resourceType":"Patient","active":true,"name":[{"use":"official","
            b'"given":["Peter","James"]}],"gender":"male","birthDate":"1974-12-25",'
            b'"address":[{"line":["534 Erewhon St"],"city":"PleasantVille","postalCode":"3999"}]}')
 CREATE = http_request("POST", "/fhir/Patient", PATIENT)
-EXPECTED_STATUS = {"create": 201, "read": 200}
+EXPECTED_STATUS = {"create": 201, "read": 200, "read-token": 200}
 
 
-DEFAULT_LOADS = (Load("create", 1, 300), Load("create", 32, 2000), Load("read", 1, 500), Load("read", 32, 5000))
+DEFAULT_LOADS = (
+    Load("create", 1, 300), Load("create", 32, 2000), Load("read", 1, 500), Load("read", 32, 5000),
+    Load("read-token", 32, 5000),
+)
 WARM_UP = (Load("create", 8, 200), Load("read", 8, 400))
 
 
@@ -113,11 +118,12 @@ async def _bench(run: EngineRun, plan: Plan, work: Path) -> None:
                 servers.bare_server(work / "state" / "pki", bare_db, work / "bare.log")
             ),
         }
-        reads = {name: await _read_request(target) for name, target in targets.items()}
+        token = await _bearer(targets["full"], work / "state", full_db)
+        requests = {name: await _requests(target, token) for name, target in targets.items()}
         for spec in plan.warm_up:
-            run.warm_up += [await _measure(run.engine, name, t, spec, reads[name]) for name, t in targets.items()]
+            run.warm_up += [await _measure(run.engine, n, t, spec, requests[n]) for n, t in targets.items()]
         for spec in plan.loads:
-            run.measurements += [await _measure(run.engine, name, t, spec, reads[name]) for name, t in targets.items()]
+            run.measurements += [await _measure(run.engine, n, t, spec, requests[n]) for n, t in targets.items()]
         if plan.search_scale > 0:
             print(f"{run.engine}: search benchmark...", flush=True)
             run.search = SearchRun(max(1, round(search_bench.PATIENTS[run.engine] * plan.search_scale)))
@@ -132,18 +138,32 @@ async def _database(stack: AsyncExitStack, engine: str, label: str, sqlite_file:
     return f"sqlite+aiosqlite:///{sqlite_file}"
 
 
-async def _read_request(target: Target) -> bytes:
-    """A read of a Patient created beforehand."""
+async def _requests(target: Target, token: str) -> dict[str, bytes]:
+    """Each operation's request: reads of a Patient created beforehand, with the certificate alone
+    or with the token too (the bare baseline ignores the header)."""
     response = await load.exchange_once(target, CREATE)
     if response.status != 201:
         raise servers.ServerError(f"setup create answered {response.status}: {response.body[:300]!r}")
-    patient_id = json.loads(response.body)["id"]
-    return http_request("GET", f"/fhir/Patient/{patient_id}")
+    path = f"/fhir/Patient/{json.loads(response.body)['id']}"
+    read = http_request("GET", path)
+    return {"create": CREATE, "read": read, "read-token": http_request("GET", path, headers=(token,))}
 
 
-async def _measure(engine: str, server: str, target: Target, spec: Load, read: bytes) -> Measurement:
-    request = CREATE if spec.operation == "create" else read
-    result = await run_load(target, request, total=spec.requests, concurrency=spec.concurrency,
+async def _bearer(target: Target, home: Path, database_url: str) -> str:
+    """An Authorization header with a token from the full server's token endpoint: client_credentials
+    for the demo client, authenticated by its certificate, so the token is bound to it (RFC 8705)."""
+    client_id = await servers.demo_client_id(home, database_url)
+    form = f"grant_type=client_credentials&scope=system%2FPatient.rs&client_id={client_id}".encode()
+    response = await load.exchange_once(
+        target, http_request("POST", "/oauth/token", form, content_type="application/x-www-form-urlencoded")
+    )
+    if response.status != 200:
+        raise servers.ServerError(f"token request answered {response.status}: {response.body[:300]!r}")
+    return f"Authorization: Bearer {json.loads(response.body)['access_token']}"
+
+
+async def _measure(engine: str, server: str, target: Target, spec: Load, requests: dict[str, bytes]) -> Measurement:
+    result = await run_load(target, requests[spec.operation], total=spec.requests, concurrency=spec.concurrency,
                             expected_status=EXPECTED_STATUS[spec.operation], time_limit=spec.time_limit)
     return Measurement(engine, server, spec.operation, result)
 

@@ -89,6 +89,20 @@ async def init_state(home: Path, database_url: str, log: Path) -> None:
         raise ServerError(f"ehr init exited with {code}:\n{_tail(log)}")
 
 
+async def demo_client_id(home: Path, database_url: str) -> str:
+    """The id of the demo client ``ehr init`` registered (``ehr clients list``)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ehr.cli", "--home", str(home), "clients", "list",
+        env=_environment(database_url=database_url), cwd=REPO, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), INIT_TIMEOUT)
+    for line in output.decode().splitlines():
+        if " demo-client " in f" {line} ":
+            return line.split()[0]
+    raise ServerError(f"no demo client in `ehr clients list`:\n{output.decode()[-2000:]}")
+
+
 @asynccontextmanager
 async def full_server(home: Path, database_url: str, log: Path) -> AsyncIterator[Target]:
     port = free_port()
