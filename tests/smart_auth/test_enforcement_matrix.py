@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import httpx
 import pytest
 
 from ehr.api.services import Services
@@ -181,4 +180,32 @@ def test_forms_cover_every_scope_shape() -> None:
     assert any("?" in f.scopes for f in FORMS.values()) and any(f.scopes.endswith(".read") for f in FORMS.values())
 
 
-_ = httpx  # the clients above are httpx clients
+
+
+@pytest.mark.parametrize(
+    ("role", "path", "status"),
+    [
+        ("billing", "Patient/p1", 200),
+        ("billing", "Observation/o1", 403),
+        ("nurse", "Observation/o1", 200),
+        ("clinician", "AuditEvent", 403),   # a role's * never reaches the audit log
+        ("auditor", "AuditEvent", 200),
+        ("auditor", "Observation/o1", 403),
+        ("admin", "Patient/p1", 403),
+    ],
+)
+async def test_user_scopes_never_exceed_the_role(world: Services, role: str, path: str, status: int) -> None:
+    app = await public_app(world)
+    user = await add_user(world, role=role, username=f"{role}-user")
+    scopes = "user/*.cruds user/AuditEvent.rs"
+    token = await mint(world, app, user, scopes)
+    async with await https(world) as http:
+        response = await http.get(f"fhir/{path}", headers=bearer(token))
+    assert response.status_code == status, response.text
+
+
+async def test_nurse_may_not_delete(world: Services) -> None:
+    app = await public_app(world)
+    token = await mint(world, app, await add_user(world, role="nurse"), "user/*.cruds")
+    async with await https(world) as http:
+        assert (await http.delete("fhir/Observation/o1", headers=bearer(token))).status_code == 403
