@@ -69,7 +69,9 @@ def postgres_url() -> Iterator[str]:
     except Exception as exc:  # noqa: BLE001 - any connection failure means "no server"
         if os.environ.get("CI") == "true":
             pytest.fail(f"PostgreSQL at {ADMIN_URL} is unreachable in CI: {type(exc).__name__}: {exc}")
-        warnings.warn(f"PostgreSQL unreachable ({type(exc).__name__}): PostgreSQL tests SKIPPED", stacklevel=1)
+        with warnings.catch_warnings():  # filterwarnings=error would turn the notice into an error
+            warnings.simplefilter("always")
+            warnings.warn(f"PostgreSQL unreachable ({type(exc).__name__}): PostgreSQL tests SKIPPED", stacklevel=1)
         pytest.skip("PostgreSQL is unreachable")
     url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     yield url

@@ -139,11 +139,13 @@ def _agents(ctx: AccessContext, source: str) -> list[dict[str, Any]]:
         "who": {"display": source},
         "requestor": False,
     }
-    if ctx.app is None:
+    if ctx.role is None:
         return [client, server]
-    # a person acting through an app (BALP: the user is the requestor, the app an agent beside them)
+    # a person (signed in; BALP: the user is the requestor, the app they act through an agent beside them)
     client["type"] = {"coding": [{"system": _V3_ROLE, "code": "humanuser", "display": "human user"}]}
     client["who"] = {"identifier": {"system": "urn:ehr:user", "value": ctx.actor}, "display": ctx.actor_display}
+    if ctx.app is None:
+        return [client, server]
     app = {
         "type": {"coding": [{"system": _DCM, "code": "110150", "display": "Application"}]},
         "who": {"identifier": {"system": "urn:ehr:client", "value": ctx.app}, "display": ctx.app_display or ctx.app},

@@ -149,8 +149,9 @@ class Store:
         decrypted. ``patient`` confines matches and includes to that patient's compartment."""
         level = "search-system" if search.resource_type is None else "search-type"
         what = Interaction(level, search.resource_type, query=query, patient=patient)
-        async with self._audit.audited(ctx, what):
+        async with self._audit.audited(ctx, what) as event:
             scope = self._search_scope(ctx, search.resource_type, patient)
+            event.patient = scope.patient  # a search confined to a compartment is on that patient's record
             await self._writer.statistics.refresh_if_grown()
             runner = Runner(self._db.searching(), self._writer.compiler, self._page_size)
             page = await runner.page(search, scope)
