@@ -36,6 +36,7 @@ from smart_auth.browser import (
     signed_in,
     with_query,
 )
+from smart_auth.granular import narrower
 from smart_auth.pages import consent_page, patient_picker_page
 from smart_auth.scopes import KNOWN_SCOPES, InvalidScope, Permissions
 from smart_auth.server import AuthServer, OAuthError, granted_scopes
@@ -161,7 +162,7 @@ def _validated(params: dict[str, list[str]], client: Client, redirect_uri: str, 
     state = _one(params, "state")
     if state is None:
         raise OAuthError("invalid_request", "state is required")
-    if _one(params, "aud") != issuer:
+    if (_one(params, "aud") or "").rstrip("/") != issuer:  # the FHIR base, with or without its final slash
         raise OAuthError("invalid_request", "aud must be this server's FHIR base URL")
     challenge = _one(params, "code_challenge")
     if challenge is None or _one(params, "code_challenge_method") != "S256":
@@ -228,7 +229,7 @@ def _consent(
     html = consent_page(
         action=AUTHORIZE_PATH, csrf=browser.csrf, hidden=hidden, client_name=req.client.name,
         user_display=user.display_name, patient_display=display, scopes=offer.scope_string().split(),
-        own_record=req.launch is None and _own_patient(user) is not None,
+        own_record=req.launch is None and _own_patient(user) is not None, narrower=narrower(offer),
     )
     return browser.page(html)
 
@@ -243,7 +244,7 @@ async def _decide(browser: Browser, req: _AuthzRequest, user: User, offer: Permi
         raise OAuthError("invalid_request", "the consent form was not answered")
     patient, encounter = await _launch_context(browser, req, user, offer)
     ticked = set(browser.fields.getlist("scope"))
-    granted = [s for s in offer.scope_string().split() if s in ticked]
+    granted = [s for s in [*offer.scope_string().split(), *narrower(offer)] if s in ticked]
     if patient is None:
         granted = [s for s in granted if not s.startswith("patient/")]
     if not granted:

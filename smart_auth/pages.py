@@ -143,12 +143,12 @@ def patient_picker_page(
 _REQUIRED_SCOPES = frozenset({"openid", "fhirUser", "launch", "launch/patient", "launch/encounter"})
 
 
-def _scope_item(n: int, scope: str, own_record: bool) -> str:
+def _scope_item(n: int, scope: str, own_record: bool, checked: bool = True) -> str:
     label = f"{_e(describe_scope(scope, own_record=own_record))} <code>{_e(scope)}</code>"
     if scope in _REQUIRED_SCOPES:
         return f"<li>{_hidden('scope', scope).rstrip()}<span>{label}</span></li>\n"
     return (
-        f'<li><input type="checkbox" name="scope" value="{_e(scope)}" id="scope-{n}" checked>'
+        f'<li><input type="checkbox" name="scope" value="{_e(scope)}" id="scope-{n}"{" checked" if checked else ""}>'
         f'<label for="scope-{n}">{label}</label></li>\n'
     )
 
@@ -163,12 +163,21 @@ def consent_page(
     patient_display: str | None,
     scopes: Sequence[str],
     own_record: bool = False,
+    narrower: Sequence[str] = (),
 ) -> str:
-    """``own_record``: the signed-in user is the patient, so ``patient/`` scopes read "your record"."""
+    """``own_record``: the signed-in user is the patient, so ``patient/`` scopes read "your record".
+    ``narrower``: category scopes the user may grant instead of a whole type (unticked at first)."""
     who = f"<p>Signed in as <strong>{_e(user_display)}</strong>.</p>\n"
     if patient_display is not None:
         who += f"<p>Patient: <strong>{_e(patient_display)}</strong></p>\n"
     items = "".join(_scope_item(n, scope, own_record) for n, scope in enumerate(scopes))
+    if narrower:
+        first = len(scopes)
+        items += (
+            '<li class="narrower"><span>Or allow only some kinds of them:</span>\n<ul class="choices">\n'
+            + "".join(_scope_item(first + n, s, own_record, checked=False) for n, s in enumerate(narrower))
+            + "</ul></li>\n"
+        )
     notice = ""
     if "offline_access" in scopes:
         notice = (

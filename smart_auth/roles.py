@@ -1,8 +1,10 @@
 """Roles of people who sign in, and the most each may do with patient data.
 
-A ``user/`` scope never grants more than the signed-in user's role: the token's permissions are the
-intersection of the scopes granted to the app and the role's scopes below (ehr/store/policy.py).
-Roles are written as SMART v2 scopes so that one grammar describes both.
+A ``user/`` or ``patient/`` scope never grants more than the signed-in user's role: the token's
+permissions are the intersection of the scopes granted to the app and the role's scopes below
+(ehr/store/policy.py). Roles are written as SMART v2 scopes so that one grammar describes both: a
+role's ``user/`` scopes bound an app's ``user/`` and ``patient/`` scopes, a role's ``patient/``
+scopes only its ``patient/`` ones.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ ROLES: MappingProxyType[str, tuple[str, ...]] = MappingProxyType({
     "auditor": ("user/AuditEvent.rs", "user/Patient.rs"),
     # administers users and clients (command line); no patient data
     "admin": (),
+    # a patient (fhir_user Patient/x): reads their own record through patient/ scopes (the launch
+    # patient is always their own); never anything through user/ scopes
+    "patient": ("patient/*.rs",),
 })
 
 

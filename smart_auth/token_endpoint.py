@@ -192,7 +192,7 @@ async def _describe(server: AuthServer, presented: str) -> dict[str, Any]:
         "aud": server.issuer, **_context(access.patient, access.encounter),
     }
     if access.fhir_user:
-        answer["fhirUser"] = access.fhir_user
+        answer["fhirUser"] = f"{server.issuer}/{access.fhir_user}"  # as the id_token says it
     if access.cnf:
         answer["cnf"] = {"x5t#S256": access.cnf}
     return answer

@@ -121,6 +121,8 @@ def _check_user(username: str, display_name: str, role: str, fhir_user: str | No
         raise EhrError(Category.INVALID, "a display name is 1 to 200 printable characters")
     if role not in ROLES:
         raise EhrError(Category.INVALID, f"unknown role; one of: {', '.join(sorted(ROLES))}")
+    if role == "patient" and not (fhir_user or "").startswith("Patient/"):
+        raise EhrError(Category.INVALID, "a patient's account needs --fhir-user Patient/<id>")
     if fhir_user is not None and not _FHIR_USER.fullmatch(fhir_user):
         raise EhrError(
             Category.INVALID,

@@ -4,7 +4,8 @@ A grant counts only where the server can confine it:
 - ``system/`` grants (Backend Services, certificate clients) count as they are;
 - ``user/`` grants count only with a signed-in user, and only as far as the user's role allows
   (smart_auth/roles.py; a role's ``*`` never reaches the audit log);
-- ``patient/`` grants count only with a launch patient, and confine to that patient's compartment.
+- ``patient/`` grants count only with a launch patient, confine to that patient's compartment, and
+  with a signed-in user stay within the role too (a billing clerk's app reads no observations);
 Granular grants (``patient/Observation.rs?category=laboratory``) allow read and search of the
 resources their query matches; they never allow a write.
 
@@ -99,9 +100,18 @@ def _counts(ctx: AccessContext, grant: Grant, resource_type: str, letter: Letter
     if grant.context == "system":
         return True
     if grant.context == "patient":
-        return ctx.patient is not None
-    return ctx.role is not None and any(
-        r.covers(resource_type, letter) and not (r.resource_type == "*" and resource_type in EXPLICIT_ONLY)
+        return ctx.patient is not None and (ctx.role is None or _role_allows(ctx, "patient", resource_type, letter))
+    return ctx.role is not None and _role_allows(ctx, "user", resource_type, letter)
+
+
+def _role_allows(ctx: AccessContext, context: str, resource_type: str, letter: Letter) -> bool:
+    """Whether the signed-in user's role covers ``letter`` on the type for a grant of ``context``: a
+    role's user/ scopes bound both contexts, its patient/ scopes only patient/ grants."""
+    assert ctx.role is not None
+    return any(
+        r.covers(resource_type, letter)
+        and r.context in ("user", context)
+        and not (r.resource_type == "*" and resource_type in EXPLICIT_ONLY)
         for r in ctx.role.grants
     )
 

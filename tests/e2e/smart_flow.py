@@ -21,7 +21,7 @@ import subprocess
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -215,7 +215,7 @@ class Consent:
     """What the person does: which patient to pick, which offered scopes to leave ticked."""
 
     patient: str | None = None
-    keep: Callable[[str], bool] = lambda scope: True
+    keep: Callable[[str], bool] | None = None   # None: leave each box as the page ticked it
     approve: bool = True
 
 
@@ -228,6 +228,10 @@ class Outcome:
     @property
     def params(self) -> dict[str, str]:
         return query(self.redirect)
+
+
+def _ticked(keep: Callable[[str], bool] | None, control: Control) -> bool:
+    return control.name == "scope" and (keep(control.value) if keep else control.checked)
 
 
 class Browser:
@@ -271,8 +275,8 @@ class Browser:
                     {}, tick=lambda c: c.name == "patient" and c.value == consent.patient))
             elif step == "consent":
                 outcome.offered = form.values("scope")
-                pairs = form.fill({}, tick=lambda c: c.name == "scope" and consent.keep(c.value),
-                                  press="approve" if consent.approve else "deny")
+                press = "approve" if consent.approve else "deny"
+                pairs = form.fill({}, tick=partial(_ticked, consent.keep), press=press)
                 response = self._submit(response, form, pairs)
             else:
                 raise AssertionError(f"unexpected page {step!r}")
@@ -443,9 +447,8 @@ APPS: dict[str, tuple[str, str, tuple[str, ...]]] = {
             ("--redirect-uri", REDIRECT, "--launch-uri", LAUNCH_URI)),
     "backend": ("private_key_jwt", "system/*.rs", ("--grant-types", "client_credentials")),
 }
-# username -> (role, fhir_user). No role is meant for patients; "admin" reaches no patient data, so
-# the patient's app reaches their record through patient/ scopes only.
-USERS = {"peter": ("admin", f"Patient/{PATIENT}"),
+# username -> (role, fhir_user). The patient's app reaches their own record through patient/ scopes only.
+USERS = {"peter": ("patient", f"Patient/{PATIENT}"),
          "dr.jones": ("clinician", f"Practitioner/{PRACTITIONER}")}
 
 

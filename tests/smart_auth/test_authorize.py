@@ -252,13 +252,20 @@ async def test_authz02_unknown_or_disabled_client_is_not_redirected(env: Env) ->
 
 async def test_authz03_bad_aud_gets_no_code(env: Env) -> None:
     await _signed_in(env)  # even a signed-in user gets no code
-    for aud in ("https://other.example/fhir", ISSUER + "/", None):
+    for aud in ("https://other.example/fhir", ISSUER + "/other", ISSUER + "x", None):
         response = await env.start(aud=aud)
         answer = location(response)
         assert response.headers["location"].startswith(REDIRECT + "?")
         assert answer["error"] == ["invalid_request"] and "code" not in answer
     refused = await _audit(env, "authorize")
     assert refused and all(e["outcome"] == "4" for e in refused)
+
+
+async def test_authz03_the_base_with_a_final_slash_is_the_base(env: Env) -> None:
+    """fhirclient (Python) sends ``aud`` with the base's final slash; it names the same server."""
+    await _signed_in(env)
+    response = await env.start(aud=ISSUER + "/")
+    assert response.status_code == 200 and 'id="choose"' in response.text  # the patient picker: no error
 
 
 # -- signing in ----------------------------------------------------------------------------------

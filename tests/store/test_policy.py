@@ -67,6 +67,17 @@ def test_user_scopes_need_a_user_and_stay_within_the_role() -> None:
     assert allowed(ctx("user/*.cruds", role="admin"), "Patient", "r") is None
 
 
+def test_patient_scopes_stay_within_the_role_of_a_person() -> None:
+    billing = ctx("patient/*.rs", patient="p1", role="billing")
+    assert allowed(billing, "Patient", "r") == policy.Access(patient="p1")
+    assert allowed(billing, "Observation", "r") is None
+    own = ctx("patient/*.cruds user/*.cruds", patient="p1", role="patient")
+    assert allowed(own, "Observation", "r") == policy.Access(patient="p1")
+    assert allowed(own, "Observation", "c") is None      # a patient's role reads only
+    assert allowed(ctx("user/*.rs", role="patient"), "Observation", "r") is None  # never user/ scopes
+    assert allowed(ctx("patient/*.rs", patient="p1"), "Observation", "r") is not None  # no person: the grant decides
+
+
 def test_a_roles_wildcard_does_not_reach_the_audit_log() -> None:
     assert allowed(ctx("user/*.rs", role="clinician"), "AuditEvent", "r") is None
     assert allowed(ctx("user/AuditEvent.rs", role="clinician"), "AuditEvent", "r") is None
@@ -133,7 +144,9 @@ def test_deny_by_default_property(
     if found.patient is not None:
         assert found.patient == patient
         assert not any(c == "system" for c, _, _ in naming)
-    if res_type == "AuditEvent" and found is not None:
+    if res_type == "AuditEvent" and found.unconfined:  # the audit review needs unconfined access
         assert any(c == "system" for c, _, _ in naming) or role == "auditor" and any(
             t == "AuditEvent" for _, t, _ in naming
         )
+    if role is not None and found.patient is not None:  # a person's patient/ grants stay within the role
+        assert role in ("clinician", "nurse", "billing", "auditor", "patient")
