@@ -2,9 +2,9 @@
 against a live server over TLS: the app side and the person's pages as tests/e2e/smart_flow.py plays
 them. Each test carries its group id; the groups' assertions are the test kits' [I1, I2].
 
-BS-02 (TLS 1.2+ on the token and FHIR endpoints) is test_tls_server.py::test_tls_1_1_is_refused: the
-token endpoint is served on the FHIR endpoint's TLS listener (test_inferno_1_discovery checks that
-they share an origin), so the refused TLS 1.1 handshake covers both.
+BS-02 (TLS 1.2+ on the token and FHIR endpoints) is test_tls_server.py::test_bs02_...: the token
+endpoint is served on the FHIR endpoint's TLS listener (test_inferno_1_discovery checks that they
+share an origin), and that test refuses TLS 1.1 on both.
 """
 
 from __future__ import annotations

@@ -72,7 +72,8 @@ def test_expired_certificate_is_refused(home: Path, server_database: str, tmp_pa
             httpx.get(f"{base}/Patient/any", verify=context)
 
 
-def test_tls_1_1_is_refused(home: Path, server_database: str) -> None:
+def test_bs02_tls_1_1_is_refused_on_the_fhir_and_token_endpoints(home: Path, server_database: str) -> None:
+    """Checklist BS-02: the token endpoint shares the FHIR endpoint's listener and TLS policy."""
     def legacy(highest: ssl.TLSVersion) -> ssl.SSLContext:
         context = client_context(home)
         with warnings.catch_warnings():
@@ -83,9 +84,12 @@ def test_tls_1_1_is_refused(home: Path, server_database: str) -> None:
         return context
 
     with running_server(home, server_database) as base:
-        with pytest.raises(httpx.ConnectError):
-            httpx.get(f"{base}/metadata", verify=legacy(ssl.TLSVersion.TLSv1_1))
+        token = base.removesuffix("/fhir") + "/oauth/token"
+        for url in (f"{base}/metadata", token):
+            with pytest.raises(httpx.ConnectError):
+                httpx.post(url, verify=legacy(ssl.TLSVersion.TLSv1_1))
         assert httpx.get(f"{base}/metadata", verify=legacy(ssl.TLSVersion.TLSv1_2)).status_code == 200
+        assert httpx.post(token, data={"grant_type": "x"}, verify=legacy(ssl.TLSVersion.TLSv1_2)).status_code == 401
 
 
 def test_newly_registered_client_with_narrow_scopes(home: Path, server_database: str, tmp_path: Path) -> None:
