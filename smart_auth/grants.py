@@ -135,6 +135,17 @@ class GrantStore:
             "UPDATE oauth_grant SET revoked_us = $1 WHERE user_id = $2 AND revoked_us IS NULL", self._now_us(), user_id
         )
 
+    async def of_user(self, user_id: str, access_seconds: int) -> list[tuple[AuthGrant, int]]:
+        """The user's grants that still give access (a live refresh token, or an access token that
+        may not have expired yet), newest first, with when each was made (µs)."""
+        now = self._now_us()
+        rows = await self._db.fetch_all(
+            "SELECT * FROM oauth_grant WHERE user_id = $1 AND revoked_us IS NULL "
+            "AND (refresh_expires_us > $2 OR created_us > $3) ORDER BY created_us DESC",
+            user_id, now, now - access_seconds * 1_000_000,
+        )
+        return [(_grant(row), int(row["created_us"])) for row in rows]
+
     async def status(self, grant_id: str) -> GrantStatus:
         """Whether tokens of this grant still work (not revoked, client and user not disabled), and
         the names the audit log shows for its client and user."""

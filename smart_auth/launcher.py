@@ -1,7 +1,9 @@
-"""The EHR's own app launcher (SMART EHR launch: a signed-in user launches an app for a patient)
-and sign-out."""
+"""The EHR's own pages for a signed-in person beside the authorization flow: the app launcher (SMART
+EHR launch), the apps that have access (each revocable), and sign-out."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -20,11 +22,12 @@ from smart_auth.browser import (
     signed_in,
     with_query,
 )
-from smart_auth.pages import launcher_page, logout_page, message_page
+from smart_auth.pages import access_page, launcher_page, logout_page, message_page
 from smart_auth.server import AuthServer, OAuthError
 from smart_auth.users import User
 
 LAUNCHER_PATH = "/oauth/launcher"
+ACCESS_PATH = "/oauth/access"
 LOGOUT_PATH = "/oauth/logout"
 
 _LAUNCHER_SIZE = 50
@@ -69,6 +72,41 @@ async def _launch(browser: Browser, user: User, apps: list[Client]) -> Response:
     await server.record(browser.request, "launch", client=client, user=user, detail={"client": client.id},
                         patient=patient)
     return browser.redirect(with_query(client.launch_uri, [("iss", server.issuer), ("launch", handle)]))
+
+
+async def access(request: Request, server: AuthServer) -> Response:
+    """GET and POST /oauth/access: the apps that have access for the signed-in person; POST revokes
+    one (the grant and every token from it end at once)."""
+    try:
+        browser = await Browser.read(request, server)
+        if request.method == "POST":
+            browser.check_csrf()
+        user = browser.user = await signed_in(browser)
+        if browser.step == "login":
+            user = browser.user = await sign_in(browser, None)
+            if user is None:
+                return browser.login(ACCESS_PATH, {}, LOGIN_ERROR)
+        if user is None:
+            return browser.login(ACCESS_PATH, {})
+        held = await server.grants.of_user(user.id, server.settings.access_token_seconds)
+        if request.method == "POST" and browser.step is None:
+            chosen = next((g for g, _ in held if g.id == browser.fields.get("grant")), None)
+            if chosen is None:
+                raise PageError("That access was already revoked.")
+            await server.grants.revoke(chosen.id)
+            await server.record(request, "revoke", user=user, detail={"grant": chosen.id, "client": chosen.client_id},
+                                patient=chosen.patient)
+            return browser.redirect(ACCESS_PATH)
+        names = {c.id: c.name for c in await server.clients.list()}
+        listed = [(g.id, names.get(g.client_id, "an unknown app"), g.scopes, _date(since)) for g, since in held]
+        return browser.page(access_page(action=ACCESS_PATH, csrf=browser.csrf, user_display=user.display_name,
+                                        grants=listed))
+    except PageError as err:
+        return bare_error(err)
+
+
+def _date(micros: int) -> str:
+    return datetime.fromtimestamp(micros / 1e6, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 async def logout(request: Request, server: AuthServer) -> Response:

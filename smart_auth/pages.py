@@ -224,6 +224,22 @@ def message_page(title: str, text: str) -> str:
     return _document(title, f"<p>{_e(text)}</p>\n")
 
 
+def access_page(*, action: str, csrf: str, user_display: str, grants: Sequence[tuple[str, str, str, str]]) -> str:
+    """The apps that have access for the signed-in person: (grant id, app name, scopes, since)."""
+    if not grants:
+        items = "<p>No app has access.</p>\n"
+    else:
+        items = "<ul class=\"choices\">\n" + "".join(
+            f"<li><strong>{_e(app)}</strong> since {_e(since)}: "
+            + ", ".join(_e(describe_scope(s)) for s in scopes.split())
+            + f'\n<form method="post" action="{_e(action)}">{_carried(csrf, {"grant": grant})}'
+            f'<button type="submit" id="revoke-{_e(grant)}" class="secondary">Revoke</button></form></li>\n'
+            for grant, app, scopes, since in grants
+        ) + "</ul>\n"
+    body = f"<p>Signed in as <strong>{_e(user_display)}</strong>. Apps that can reach your records:</p>\n{items}"
+    return _document("Apps with access", body)
+
+
 def logout_page(*, action: str, csrf: str) -> str:
     body = (
         "<p>Sign out of the EHR?</p>\n"

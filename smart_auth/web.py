@@ -44,6 +44,7 @@ ROUTES: dict[str, tuple[frozenset[str], Handler]] = {
     "/oauth/revoke": (frozenset({"POST"}), token_endpoint.revoke),
     "/oauth/authorize": (frozenset({"GET", "POST"}), authorize.authorize),
     "/oauth/launcher": (frozenset({"GET", "POST"}), launcher.launcher),
+    "/oauth/access": (frozenset({"GET", "POST"}), launcher.access),
     "/oauth/logout": (frozenset({"GET", "POST"}), launcher.logout),
 }
 # Public documents any web page may fetch (CORS-01); the rest allow registered origins only.

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from smart_auth.pages import (
     STYLE,
+    access_page,
     consent_page,
     describe_scope,
     launcher_page,
@@ -376,6 +377,15 @@ def test_launcher_page_escapes(
     assert the_form(page, "post").attrs["action"] == action
     assert [(e.attrs["value"], e.text) for e in page.all("option")] == apps + patients
     assert page.all("strong")[0].text == user_display
+
+
+@given(action=texts, csrf=texts, user_display=texts, grant=texts, app=texts, since=texts)
+def test_access_page_escapes(action: str, csrf: str, user_display: str, grant: str, app: str, since: str) -> None:
+    page = parse(access_page(action=action, csrf=csrf, user_display=user_display,
+                             grants=[(grant, app, "patient/*.rs", since)]))
+    form = the_form(page, "post")
+    assert form.attrs["action"] == action and page.hidden(form) == [("csrf", csrf), ("grant", grant)]
+    assert [e.text for e in page.all("strong")] == [user_display, app]
 
 
 @given(title=texts, text=texts)
