@@ -161,13 +161,10 @@ async def _user(server: AuthServer, grant: AuthGrant) -> User | None:
 
 async def introspect(request: Request, server: AuthServer) -> Response:
     """RFC 7662 for any authenticated client: ``active`` and, when active, what the token carries."""
-    client: Client | None = None
-    try:
-        form = await _form(request)
-        client = await server.authenticate_client(request, form)
-    except OAuthError as refused:
-        await server.record(request, "introspect", client=client, error=refused)
-        return refused.response()
+    authenticated = await _client_request(request, server, "introspect")
+    if isinstance(authenticated, Response):
+        return authenticated
+    client, form = authenticated
     answer = await _describe(server, form.get("token", ""))
     await server.record(request, "introspect", client=client, detail={"active": str(answer["active"]).lower()})
     return JSONResponse(answer, headers=NO_STORE)
@@ -205,13 +202,10 @@ def _context(patient: str | None, encounter: str | None) -> dict[str, str]:
 async def revoke(request: Request, server: AuthServer) -> Response:
     """RFC 7009: the client revokes one of its tokens; the whole grant ends. Always 200 for a token
     that is unknown or not this client's (no oracle)."""
-    client: Client | None = None
-    try:
-        form = await _form(request)
-        client = await server.authenticate_client(request, form)
-    except OAuthError as refused:
-        await server.record(request, "revoke", client=client, error=refused)
-        return refused.response()
+    authenticated = await _client_request(request, server, "revoke")
+    if isinstance(authenticated, Response):
+        return authenticated
+    client, form = authenticated
     grant_id = await _grant_of(server, form.get("token", ""))
     revoked = False
     if grant_id is not None:
@@ -232,6 +226,20 @@ async def _grant_of(server: AuthServer, presented: str) -> str | None:
     except InvalidToken:
         grant = await server.grants.by_refresh_token(presented)
         return grant.id if grant else None
+
+
+async def _client_request(
+    request: Request, server: AuthServer, subtype: str
+) -> tuple[Client, dict[str, str]] | Response:
+    """The form of a request an authenticated client makes, or the audited refusal to answer."""
+    client: Client | None = None
+    try:
+        form = await _form(request)
+        client = await server.authenticate_client(request, form)
+    except OAuthError as refused:
+        await server.record(request, subtype, client=client, error=refused)
+        return refused.response()
+    return client, form
 
 
 async def _form(request: Request) -> dict[str, str]:

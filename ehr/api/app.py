@@ -41,8 +41,9 @@ class _Running:
 
     def install(self, services: Services) -> None:
         self.services = services
-        self.client_cache = ClientCache(services.clients, services.settings.client_cache_seconds)
-        self.grant_cache = GrantCache(services.auth.grants, services.settings.client_cache_seconds)
+        ttl = services.settings.client_cache_seconds
+        self.client_cache = ClientCache(services.clients.by_thumbprint, ttl)
+        self.grant_cache = GrantCache(services.auth.grants.status, ttl)
 
     def grants(self) -> GrantCache:
         if self.grant_cache is None:

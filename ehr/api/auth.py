@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import hmac
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from functools import lru_cache
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -26,9 +26,9 @@ from ehr.audit.events import Interaction
 from ehr.context import AccessContext, anonymous_context
 from ehr.errors import Category, EhrError
 from ehr.pki import certificate_thumbprint
-from ehr.store.clients import Client, ClientRegistry
+from ehr.store.clients import Client
 from ehr.tls import peer_certificate_pem
-from smart_auth.grants import GrantStatus, GrantStore
+from smart_auth.grants import GrantStatus
 from smart_auth.roles import role_permissions
 from smart_auth.scopes import Permissions
 from smart_auth.tokens import ACCESS_TOKEN_TYPE, AccessClaims, InvalidToken
@@ -36,6 +36,7 @@ from smart_auth.tokens import ACCESS_TOKEN_TYPE, AccessClaims, InvalidToken
 PUBLIC_PATHS = frozenset({
     "/fhir/metadata", "/fhir/.well-known/smart-configuration", "/fhir/.well-known/openid-configuration",
 })
+V = TypeVar("V")
 _BEARER_REFUSED = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
 
 
@@ -44,49 +45,31 @@ def _thumbprint(pem: str) -> str:
     return certificate_thumbprint(pem)
 
 
-class ClientCache:
-    """Registered clients by thumbprint, cached for ``ttl`` seconds (0: ask the database every time)."""
+class Cached(Generic[V]):
+    """Answers by key, cached for ``ttl`` seconds (0: ask every time): how quickly a disabled client,
+    a revocation or a disabled account takes effect across processes."""
 
-    def __init__(self, registry: ClientRegistry, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self._registry = registry
+    def __init__(self, load: Callable[[str], Awaitable[V]], ttl: float, clock: Callable[[], float] = time.monotonic):
+        self._load = load
         self._ttl = ttl
         self._clock = clock
-        self._entries: dict[str, tuple[float, Client | None]] = {}
+        self._entries: dict[str, tuple[float, V]] = {}
 
-    async def get(self, thumbprint: str) -> Client | None:
+    async def get(self, key: str) -> V:
         now = self._clock()
-        hit = self._entries.get(thumbprint)
+        hit = self._entries.get(key)
         if hit is not None and now - hit[0] < self._ttl:
             return hit[1]
-        found = await self._registry.by_thumbprint(thumbprint)
+        found = await self._load(key)
         if self._ttl > 0:
             if len(self._entries) > 10_000:
                 self._entries.clear()
-            self._entries[thumbprint] = (now, found)
+            self._entries[key] = (now, found)
         return found
 
 
-class GrantCache:
-    """Grant status by id, cached for ``ttl`` seconds (0: ask the database every time): how quickly a
-    revocation or a disabled account takes effect across processes."""
-
-    def __init__(self, grants: GrantStore, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self._grants = grants
-        self._ttl = ttl
-        self._clock = clock
-        self._entries: dict[str, tuple[float, GrantStatus]] = {}
-
-    async def get(self, grant_id: str) -> GrantStatus:
-        now = self._clock()
-        hit = self._entries.get(grant_id)
-        if hit is not None and now - hit[0] < self._ttl:
-            return hit[1]
-        found = await self._grants.status(grant_id)
-        if self._ttl > 0:
-            if len(self._entries) > 10_000:
-                self._entries.clear()
-            self._entries[grant_id] = (now, found)
-        return found
+ClientCache = Cached[Client | None]     # registered clients by certificate thumbprint
+GrantCache = Cached[GrantStatus]        # grant status by grant id
 
 
 class CertificateAuth:
