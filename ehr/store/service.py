@@ -326,6 +326,8 @@ class Store:
                 found = criteria_of(res_type, query, self.indexer.base, "a granular scope")
             except EhrError:
                 raise EhrError(Category.FORBIDDEN, f"the granular scope on {res_type} cannot be enforced") from None
+            if len(self._filters) > 1000:  # queries come from granted scopes: few, but bound the memory
+                self._filters.clear()
             self._filters[(res_type, query)] = found
         return found
 
