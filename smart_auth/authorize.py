@@ -108,7 +108,7 @@ async def _steps(browser: Browser, req: _AuthzRequest) -> Response:
     if browser.user is None:
         return browser.login(AUTHORIZE_PATH, carried)
     user = browser.user
-    offer = _offer(req, user)
+    offer = _offer(req, user, browser.server.issuer)
     if browser.step == "consent":
         return await _decide(browser, req, user, offer)
     if not _needs_pick(req, user, offer):
@@ -190,10 +190,10 @@ def _check_scope(scope: str, launch: str | None) -> None:
         raise OAuthError("invalid_scope", "the launch parameter needs the launch scope")
 
 
-def _offer(req: _AuthzRequest, user: User) -> Permissions:
+def _offer(req: _AuthzRequest, user: User, base: str) -> Permissions:
     """What the user may grant: the request within the client's registration; patient/ scopes only
     where a patient will be in context (AUTHZ-06)."""
-    offered = granted_scopes(req.scope, req.client, user)
+    offered = granted_scopes(req.scope, req.client, user, base)
     if req.launch is not None and not offered.has("launch"):
         raise OAuthError("invalid_scope", "this app is not registered for the launch scope")
     if req.launch is None and not offered.has("launch/patient"):

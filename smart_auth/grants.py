@@ -58,7 +58,7 @@ class Code:
 _GRANT_COLUMNS = (
     "id", "client_id", "user_id", "scopes", "patient", "encounter", "cnf", "refresh_hash", "refresh_expires_us",
     "created_us", "revoked_us",
-)
+)  # previous_refresh_hash starts NULL
 _INSERT_GRANT = (
     f"INSERT INTO oauth_grant ({', '.join(_GRANT_COLUMNS)}) "
     f"VALUES ({', '.join(f'${n + 1}' for n in range(len(_GRANT_COLUMNS)))})"
@@ -118,10 +118,23 @@ class GrantStore:
         """Replace the refresh token (the old one stops working); None when another request won."""
         new = _new_secret()
         changed = await self._db.execute(
-            "UPDATE oauth_grant SET refresh_hash = $1 WHERE id = $2 AND refresh_hash = $3 AND revoked_us IS NULL",
+            "UPDATE oauth_grant SET refresh_hash = $1, previous_refresh_hash = $3 "
+            "WHERE id = $2 AND refresh_hash = $3 AND revoked_us IS NULL",
             digest(new), grant.id, digest(old),
         )
         return new if changed else None
+
+    async def revoke_if_replaced(self, token: str) -> str | None:
+        """A refresh token that was already rotated away, presented again, means it leaked (or the
+        client lost track): the grant it belonged to is revoked (OAuth 2.0 Security BCP, refresh
+        token rotation). Returns that grant's id."""
+        row = await self._db.fetch_one(
+            "SELECT id FROM oauth_grant WHERE previous_refresh_hash = $1 AND revoked_us IS NULL", digest(token)
+        )
+        if row is None:
+            return None
+        await self.revoke(row["id"])
+        return str(row["id"])
 
     async def revoke(self, grant_id: str) -> bool:
         changed = await self._db.execute(

@@ -25,10 +25,11 @@ from starlette.responses import JSONResponse
 from ehr.audit.events import Interaction
 from ehr.audit.log import AuditLog
 from ehr.context import AccessContext, anonymous_context
-from ehr.errors import Category
+from ehr.errors import Category, EhrError
 from ehr.pki import certificate_thumbprint
 from ehr.settings import Settings
 from ehr.store.clients import Client, ClientRegistry
+from ehr.store.search import criteria_of
 from ehr.store.service import Store
 from ehr.tls import peer_certificate_pem
 from smart_auth.client_assertion import (
@@ -217,11 +218,18 @@ def pkce_matches(verifier: str | None, challenge: str) -> bool:
     return hmac.compare_digest(create_s256_code_challenge(verifier), challenge)
 
 
-def granted_scopes(requested: str, client: Client, user: User | None) -> Permissions:
+def granted_scopes(requested: str, client: Client, user: User | None, base: str) -> Permissions:
     """What may be granted of ``requested``: within the client's registration; user/ grants only
-    with a user; system/ grants only without one."""
+    with a user; system/ grants only without one. A granular scope whose query the index cannot
+    evaluate is ``invalid_scope`` here, rather than a grant that would allow nothing."""
     asked = Permissions.parse(requested).narrowed(client.permissions)
     keep = tuple(g for g in asked.grants if (g.context == "system") == (user is None))
+    for grant in keep:
+        if grant.query is not None:
+            try:
+                criteria_of(grant.resource_type, grant.query, base, "a granular scope")
+            except EhrError as exc:
+                raise OAuthError("invalid_scope", f"{grant.scope()}: {exc.message}") from None
     return Permissions(keep, asked.other_scopes)
 
 

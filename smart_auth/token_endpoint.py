@@ -79,6 +79,8 @@ async def _refresh(
 ) -> tuple[dict[str, Any], User | None, AuthGrant]:
     presented = form.get("refresh_token", "")
     grant = await server.grants.by_refresh_token(presented) if presented else None
+    if grant is None and presented and await server.grants.revoke_if_replaced(presented):
+        raise OAuthError("invalid_grant", "this refresh token was already used: its grant is revoked")
     if grant is None or grant.client_id != client.id:
         raise OAuthError("invalid_grant", "the refresh token is unknown, expired, revoked or for another client")
     if grant.cnf is not None and thumbprint_of(request) != grant.cnf:   # RFC 8705 section 4 (MTLS-06)
@@ -101,7 +103,7 @@ async def _client_credentials(
     if client.public:
         raise OAuthError("unauthorized_client", "client_credentials needs an authenticated client")
     try:
-        granted = granted_scopes(form.get("scope", ""), client, None)
+        granted = granted_scopes(form.get("scope", ""), client, None, server.issuer)
     except InvalidScope as exc:
         raise OAuthError("invalid_scope", str(exc)) from None
     if not granted.grants:

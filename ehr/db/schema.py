@@ -114,11 +114,13 @@ oauth_grant = Table(   # one authorization: the refresh-token family and what ev
     Column("encounter", String(64), nullable=True),
     Column("cnf", String(64), nullable=True),               # x5t#S256 the tokens are bound to
     Column("refresh_hash", String(64), nullable=True, unique=True),
+    Column("previous_refresh_hash", String(64), nullable=True),  # the one it replaced: a reuse revokes
     Column("refresh_expires_us", BigInteger, nullable=True),
     Column("created_us", BigInteger, nullable=False),
     Column("revoked_us", BigInteger, nullable=True),
 )
 Index("ix_grant_user", oauth_grant.c.user_id)
+Index("ix_grant_previous_refresh", oauth_grant.c.previous_refresh_hash)
 
 oauth_code = Table(    # authorization codes: one use, short-lived
     "oauth_code",

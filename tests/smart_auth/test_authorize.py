@@ -444,3 +444,9 @@ async def test_logout_needs_the_csrf_value(env: Env) -> None:
     refused = await env.http.post("/oauth/logout", content="csrf=forged", headers=FORM)
     assert refused.status_code == 400
     assert 'id="choose"' in (await env.start()).text
+
+
+async def test_authz02_a_granular_scope_the_server_cannot_evaluate_is_invalid_scope(env: Env) -> None:
+    response = await _signed_in(env, scope="launch/patient patient/Observation.rs?no-such-param=1")
+    answer = location(response)
+    assert answer["error"] == ["invalid_scope"] and "code" not in answer

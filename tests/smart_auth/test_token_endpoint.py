@@ -133,10 +133,6 @@ async def test_tok07_refresh(services: Services, launched: dict[str, object]) ->
         body = refreshed.json()
         assert body["patient"] == "p1" and body["scope"] == first["scope"]
         assert (await http.get("fhir/Patient/p1", headers=bearer(body["access_token"]))).status_code == 200
-        # the old refresh token stopped working when it was rotated
-        reused = await exchange(http, {"grant_type": "refresh_token", "refresh_token": first["refresh_token"],
-                                       "client_id": app_id})
-        assert reused.status_code == 400
         narrower = await exchange(http, {"grant_type": "refresh_token", "refresh_token": body["refresh_token"],
                                          "client_id": app_id, "scope": "patient/Patient.rs"})
         assert narrower.status_code == 200 and narrower.json()["scope"] == "patient/Patient.rs"
@@ -145,6 +141,23 @@ async def test_tok07_refresh(services: Services, launched: dict[str, object]) ->
         assert wider.status_code == 400 and wider.json()["error"] == "invalid_scope"
         random = await exchange(http, {"grant_type": "refresh_token", "refresh_token": "random", "client_id": app_id})
         assert random.status_code == 400 and random.json()["error"] == "invalid_grant"
+
+
+async def test_tok07_a_rotated_refresh_token_used_again_revokes_the_grant(
+    services: Services, launched: dict[str, object]
+) -> None:
+    """Refresh token rotation with reuse detection (OAuth 2.0 Security BCP 4.14): the old token
+    coming back means one of the two holders is not the client; both lose the grant."""
+    app_id = launched["app"].id  # type: ignore[attr-defined]
+    async with await https(services) as http:
+        first = (await exchange(http, code_form(launched))).json()
+        form = {"grant_type": "refresh_token", "refresh_token": first["refresh_token"], "client_id": app_id}
+        second = (await exchange(http, form)).json()
+        reused = await exchange(http, form)
+        assert reused.status_code == 400 and "already used" in reused.json()["error_description"]
+        assert (await http.get("fhir/Patient/p1", headers=bearer(second["access_token"]))).status_code == 401
+        latest = await exchange(http, {**form, "refresh_token": second["refresh_token"]})
+        assert latest.status_code == 400
 
 
 async def test_tok08_revocation_ends_access_and_refresh(services: Services, launched: dict[str, object]) -> None:
@@ -357,3 +370,12 @@ async def test_scope06_fhiruser_in_id_token_resolves_and_launch_scopes_grant_no_
         assert resolved.status_code == 200 and resolved.json()["id"] == "dr1"
         denied = await http.get("fhir/Practitioner/dr1", headers=bearer(launch_only))
     assert denied.status_code == 403
+
+
+async def test_scope04_a_granular_query_the_server_cannot_evaluate_is_refused(services: Services) -> None:
+    service = await backend(services, "system/*.rs")
+    async with await https(services) as http:
+        refused = await exchange(http, service.form("system/Observation.rs?no-such-param=1"))
+        granted = await exchange(http, service.form("system/Observation.rs?category=laboratory"))
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_scope"
+    assert granted.status_code == 200 and granted.json()["scope"] == "system/Observation.rs?category=laboratory"
