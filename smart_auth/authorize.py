@@ -25,6 +25,7 @@ from starlette.responses import Response
 from ehr.store.clients import Client
 from smart_auth.browser import (
     LOGIN_ERROR,
+    SESSION_COOKIE,
     Browser,
     PageError,
     bare_error,
@@ -251,8 +252,11 @@ async def _decide(browser: Browser, req: _AuthzRequest, user: User, offer: Permi
         raise OAuthError("access_denied", "no access was approved")
     scopes = " ".join(granted)
     server = browser.server
+    online = "online_access" in granted and "offline_access" not in granted
+    session = (browser.new_session or browser.request.cookies.get(SESSION_COOKIE)) if online else None
     grant, _ = await server.grants.create(
-        client_id=req.client.id, user_id=user.id, scopes=scopes, patient=patient, encounter=encounter
+        client_id=req.client.id, user_id=user.id, scopes=scopes, patient=patient, encounter=encounter,
+        session=session,
     )
     code = await server.grants.issue_code(grant, redirect_uri=req.redirect_uri, challenge=req.challenge,
                                           nonce=req.nonce)

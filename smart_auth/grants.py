@@ -38,6 +38,7 @@ class AuthGrant:
     cnf: str | None
     refresh_expires_us: int | None
     revoked_us: int | None
+    session_hash: str | None = None   # online_access: the sign-in session it lives with
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +58,7 @@ class Code:
 
 _GRANT_COLUMNS = (
     "id", "client_id", "user_id", "scopes", "patient", "encounter", "cnf", "refresh_hash", "refresh_expires_us",
-    "created_us", "revoked_us",
+    "created_us", "revoked_us", "session_hash",
 )  # previous_refresh_hash starts NULL
 _INSERT_GRANT = (
     f"INSERT INTO oauth_grant ({', '.join(_GRANT_COLUMNS)}) "
@@ -78,15 +79,20 @@ class GrantStore:
     async def create(
         self, *, client_id: str, user_id: str | None, scopes: str, patient: str | None = None,
         encounter: str | None = None, cnf: str | None = None, refresh_seconds: int | None = None,
+        session: str | None = None,
     ) -> tuple[AuthGrant, str | None]:
-        """A new grant; with ``refresh_seconds``, also its first refresh token."""
+        """A new grant; with ``refresh_seconds``, also its first refresh token; with ``session``, one
+        whose refresh works only while that sign-in session lives (online_access)."""
         now = self._now_us()
         refresh = _new_secret() if refresh_seconds else None
         expires = now + refresh_seconds * 1_000_000 if refresh_seconds else None
-        grant = AuthGrant(str(uuid.uuid4()), client_id, user_id, scopes, patient, encounter, cnf, expires, None)
+        session_hash = digest(session) if session else None
+        grant = AuthGrant(
+            str(uuid.uuid4()), client_id, user_id, scopes, patient, encounter, cnf, expires, None, session_hash
+        )
         await self._db.execute(
             _INSERT_GRANT, grant.id, client_id, user_id, scopes, patient, encounter, cnf,
-            digest(refresh) if refresh else None, expires, now, None,
+            digest(refresh) if refresh else None, expires, now, None, session_hash,
         )
         return grant, refresh
 
@@ -257,6 +263,16 @@ class GrantStore:
         await self._db.execute("UPDATE web_session SET seen_us = $1 WHERE id_hash = $2", now, digest(session))
         return str(row["user_id"])
 
+    async def session_live(self, session_hash: str, *, idle_seconds: float, max_seconds: float) -> bool:
+        """Whether the sign-in session with this hash is still on: not ended, not idle, not too old.
+        (A refresh is not the person's activity: it does not mark the session seen.)"""
+        now = self._now_us()
+        row = await self._db.fetch_one("SELECT * FROM web_session WHERE id_hash = $1", session_hash)
+        return (
+            row is not None and row["ended_us"] is None
+            and now - row["seen_us"] <= idle_seconds * 1e6 and now - row["created_us"] <= max_seconds * 1e6
+        )
+
     async def end_session(self, session: str) -> None:
         await self._db.execute(
             "UPDATE web_session SET ended_us = $1 WHERE id_hash = $2 AND ended_us IS NULL",
@@ -267,5 +283,5 @@ class GrantStore:
 def _grant(row: Row) -> AuthGrant:
     return AuthGrant(
         row["id"], row["client_id"], row["user_id"], row["scopes"], row["patient"], row["encounter"], row["cnf"],
-        row["refresh_expires_us"], row["revoked_us"],
+        row["refresh_expires_us"], row["revoked_us"], row["session_hash"],
     )

@@ -85,6 +85,12 @@ async def _refresh(
         raise OAuthError("invalid_grant", "the refresh token is unknown, expired, revoked or for another client")
     if grant.cnf is not None and thumbprint_of(request) != grant.cnf:   # RFC 8705 section 4 (MTLS-06)
         raise OAuthError("invalid_grant", "this refresh token is bound to a client certificate not presented")
+    settings = server.settings
+    if grant.session_hash is not None and not await server.grants.session_live(
+        grant.session_hash, idle_seconds=settings.session_idle_minutes * 60,
+        max_seconds=settings.session_max_hours * 3600,
+    ):
+        raise OAuthError("invalid_grant", "online_access ended with the user's sign-in session")
     user = await _user(server, grant)
     scopes = grant.scopes
     if form.get("scope"):

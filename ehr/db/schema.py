@@ -115,6 +115,7 @@ oauth_grant = Table(   # one authorization: the refresh-token family and what ev
     Column("cnf", String(64), nullable=True),               # x5t#S256 the tokens are bound to
     Column("refresh_hash", String(64), nullable=True, unique=True),
     Column("previous_refresh_hash", String(64), nullable=True),  # the one it replaced: a reuse revokes
+    Column("session_hash", String(64), nullable=True),      # online_access: lives only with this sign-in
     Column("refresh_expires_us", BigInteger, nullable=True),
     Column("created_us", BigInteger, nullable=False),
     Column("revoked_us", BigInteger, nullable=True),

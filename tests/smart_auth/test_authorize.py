@@ -450,3 +450,25 @@ async def test_authz02_a_granular_scope_the_server_cannot_evaluate_is_invalid_sc
     response = await _signed_in(env, scope="launch/patient patient/Observation.rs?no-such-param=1")
     answer = location(response)
     assert answer["error"] == ["invalid_scope"] and "code" not in answer
+
+
+async def test_online_access_lives_with_the_sign_in_session(env: Env) -> None:
+    """permission-online: the grant remembers the session it was given in; ending the session (or
+    its idle timeout) ends the grant's refresh. offline_access grants carry no session."""
+    online, _ = await env.services.clients.register(operator_context(), Registration(
+        "Online app", "patient/*.rs launch/patient online_access offline_access", auth_method="none",
+        redirect_uris=[REDIRECT]))
+    consent = await env.submit(await _signed_in(env, client_id=online.id, scope="launch/patient patient/*.rs "
+                                                "online_access"), [("patient", env.patient)])
+    grant = await env.grant_of(location(await env.submit(consent, [("decision", "approve")]))["code"][0])
+    assert grant.session_hash is not None and "online_access" in grant.scopes
+    settings = env.server.settings
+    limits = {"idle_seconds": settings.session_idle_minutes * 60, "max_seconds": settings.session_max_hours * 3600}
+    assert await env.server.grants.session_live(grant.session_hash, **limits)
+    logout_page = await env.http.get("/oauth/logout")
+    await env.submit(logout_page)
+    assert not await env.server.grants.session_live(grant.session_hash, **limits)
+    consent = await env.submit(await _signed_in(env, client_id=online.id, scope="launch/patient patient/*.rs "
+                                                "offline_access"), [("patient", env.patient)])
+    offline = await env.grant_of(location(await env.submit(consent, [("decision", "approve")]))["code"][0])
+    assert offline.session_hash is None

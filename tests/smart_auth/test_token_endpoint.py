@@ -379,3 +379,21 @@ async def test_scope04_a_granular_query_the_server_cannot_evaluate_is_refused(se
         granted = await exchange(http, service.form("system/Observation.rs?category=laboratory"))
     assert refused.status_code == 400 and refused.json()["error"] == "invalid_scope"
     assert granted.status_code == 200 and granted.json()["scope"] == "system/Observation.rs?category=laboratory"
+
+
+async def test_tok07_online_access_refresh_ends_with_the_sign_in_session(services: Services) -> None:
+    await add_patient(services, "p1")
+    app = await public_app(services)
+    user = await add_user(services)
+    session = await services.auth.grants.start_session(user.id)
+    _, refresh = await services.auth.grants.create(
+        client_id=app.id, user_id=user.id, scopes="patient/*.rs online_access", patient="p1",
+        refresh_seconds=3600, session=session,
+    )
+    form = {"grant_type": "refresh_token", "refresh_token": str(refresh), "client_id": app.id}
+    async with await https(services) as http:
+        first = await exchange(http, form)
+        assert first.status_code == 200, first.text
+        await services.auth.grants.end_session(session)
+        after = await exchange(http, {**form, "refresh_token": first.json()["refresh_token"]})
+    assert after.status_code == 400 and "session" in after.json()["error_description"]
