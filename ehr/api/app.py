@@ -1,5 +1,6 @@
-"""The ASGI application: certificate authentication in front of the FHIR router; FastAPI hosts the
-lifespan (every HTTP request goes through the FHIR router, which audits it)."""
+"""The ASGI application: CORS, then the authorization server's paths (smart_auth/web.py) or
+authentication (token or certificate) in front of the FHIR router, which audits every request;
+FastAPI hosts the lifespan."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ehr import __version__
 from ehr.api.audit_routes import audit_routes
-from ehr.api.auth import CertificateAuth, ClientCache, GrantCache
+from ehr.api.auth import Authentication, ClientCache, GrantCache
 from ehr.api.bundle_routes import bundle_routes
 from ehr.api.cors import Cors
 from ehr.api.router import FhirRouter, route_table
@@ -115,7 +116,7 @@ def create_app(settings: Settings, services: Services | None = None) -> ASGIApp:
         running.install(services)
     table = route_table(audit_routes + routes + search_routes + bundle_routes)  # specific before generic
     fhir = FhirRouter(table, fallback=host)
-    api = _WithServices(CertificateAuth(fhir, clients=running.clients, grants=running.grants), running)
+    api = _WithServices(Authentication(fhir, clients=running.clients, grants=running.grants), running)
     return Cors(api, running.running, ttl=settings.client_cache_seconds)
 
 

@@ -72,7 +72,7 @@ ClientCache = Cached[Client | None]     # registered clients by certificate thum
 GrantCache = Cached[GrantStatus]        # grant status by grant id
 
 
-class CertificateAuth:
+class Authentication:
     def __init__(
         self, app: ASGIApp, clients: Callable[[], ClientCache], grants: Callable[[], GrantCache] | None = None
     ) -> None:
