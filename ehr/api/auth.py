@@ -73,9 +73,7 @@ GrantCache = Cached[GrantStatus]        # grant status by grant id
 
 
 class Authentication:
-    def __init__(
-        self, app: ASGIApp, clients: Callable[[], ClientCache], grants: Callable[[], GrantCache] | None = None
-    ) -> None:
+    def __init__(self, app: ASGIApp, clients: Callable[[], ClientCache], grants: Callable[[], GrantCache]) -> None:
         self._app = app
         self._clients = clients
         self._grants = grants
@@ -125,7 +123,6 @@ class Authentication:
             address=_peer(scope),
         )
 
-
     async def _token_context(self, scope: Scope, authorization: str, thumbprint: str | None) -> AccessContext:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -140,8 +137,6 @@ class Authentication:
         if claims.cnf is not None and not (thumbprint and hmac.compare_digest(claims.cnf, thumbprint)):
             raise EhrError(Category.UNAUTHENTICATED, "this access token is bound to a client certificate that was "
                            "not presented", headers=_BEARER_REFUSED)
-        if self._grants is None:
-            raise EhrError(Category.UNAUTHENTICATED, "access tokens are not accepted here", headers=_BEARER_REFUSED)
         status = await self._grants().get(claims.grant_id)
         if not status.active:
             raise EhrError(Category.UNAUTHENTICATED, "access token revoked", headers=_BEARER_REFUSED)
@@ -149,14 +144,19 @@ class Authentication:
         return AccessContext(
             actor=claims.subject,
             actor_display=(status.user_name or claims.subject) if user else status.client_name,
-            permissions=Permissions.parse(claims.scope),
+            permissions=_permissions(claims.scope),
             cert_thumbprint=thumbprint,
             patient=claims.patient,
-            role=role_permissions(claims.role) if claims.role is not None else None,
+            role=_role(claims.role) if claims.role is not None else None,
             app=claims.client_id if user else None,
             app_display=status.client_name if user else None,
             address=_peer(scope),
         )
+
+
+# Tokens repeat the same few scope strings and roles: parse each once (the results are immutable).
+_permissions = lru_cache(maxsize=4096)(Permissions.parse)
+_role = lru_cache(maxsize=64)(role_permissions)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
