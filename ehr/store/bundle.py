@@ -12,7 +12,7 @@ Reads (GET entries) are the HTTP layer's: it runs them after this returns.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +21,8 @@ from ehr.context import AccessContext
 from ehr.db.database import Executor
 from ehr.errors import Category, EhrError
 from ehr.fhir.search.model import Search
-from ehr.store import ingest, patch, sql
+from ehr.store import ingest, patch, policy, sql
+from ehr.store.guard import Guard
 from ehr.store.persist import Pending
 from ehr.store.records import Version, to_version
 from ehr.store.search import criteria_of
@@ -46,6 +47,7 @@ class Request:
     if_match: int | None = None
     assigned: str | None = None       # the id this entry writes, once known
     existing: bool = False            # a conditional create that matched: nothing to write
+    access: policy.Access | None = None   # how the caller may write it (compartment)
 
 
 @dataclass(slots=True)
@@ -61,7 +63,7 @@ class _Run:
     tx: Executor
     ctx: AccessContext
     base: str
-    authorize: Callable[[AccessContext, str, str], None]
+    guard: Guard
     references: dict[str, str] = field(default_factory=dict)  # fullUrl -> Type/id
     pending: list[Pending] = field(default_factory=list)       # written together (ehr/store/persist.py)
 
@@ -94,10 +96,16 @@ async def _flush(run: _Run) -> None:
     await run.writer.flush(run.tx, pending)
 
 
-def new_run(
-    writer: Writer, tx: Executor, ctx: AccessContext, base: str, authorize: Callable[[AccessContext, str, str], None]
-) -> _Run:
-    return _Run(writer, tx, ctx, base.rstrip("/"), authorize)
+def new_run(writer: Writer, tx: Executor, ctx: AccessContext, base: str, guard: Guard) -> _Run:
+    return _Run(writer, tx, ctx, base.rstrip("/"), guard)
+
+
+async def _matches(run: _Run, criteria: Search, *, lock: bool) -> list[str]:
+    """A conditional entry's or reference's matches, within what the caller may search."""
+    assert criteria.resource_type is not None
+    searching = run.guard.access(run.ctx, criteria.resource_type, "s")
+    scope = run.guard.scope(criteria.resource_type, searching)
+    return await run.writer.matches(run.tx, criteria, lock=lock, scope=scope)
 
 
 async def _entry(request: Request, step: Awaitable[Any]) -> Any:
@@ -109,13 +117,13 @@ async def _entry(request: Request, step: Awaitable[Any]) -> Any:
 
 
 async def _delete(run: _Run, request: Request) -> Outcome:
-    run.authorize(run.ctx, request.res_type, "d")
+    access = run.guard.access(run.ctx, request.res_type, "d")
     res_id = request.res_id
     if request.criteria is not None:
-        run.authorize(run.ctx, request.res_type, "s")
-        res_id = one_match(await run.writer.matches(run.tx, request.criteria, lock=True), "conditional delete")
+        res_id = one_match(await _matches(run, request.criteria, lock=True), "conditional delete")
     if res_id is None:
         return Outcome(204)
+    await run.guard.visible_or_absent(run.tx, access, request.res_type, res_id)
     request.assigned = res_id
     event = Interaction("delete", request.res_type, res_id, query=request.query)
     tombstone = await run.writer.delete(run.tx, run.ctx, event, res_id, request.if_match, run.pending)
@@ -125,12 +133,11 @@ async def _delete(run: _Run, request: Request) -> Outcome:
 async def _assign(run: _Run, request: Request) -> None:
     """The id each POST/PUT/PATCH entry writes; conditional ones resolved now, under their lock."""
     kind = {"POST": "c", "PUT": "u", "PATCH": "u"}[request.method]
-    run.authorize(run.ctx, request.res_type, kind)
+    request.access = run.guard.access(run.ctx, request.res_type, kind)
     found: str | None = None
     if request.criteria is not None:
-        run.authorize(run.ctx, request.res_type, "s")
         what = "If-None-Exist" if request.method == "POST" else f"conditional {request.method.lower()}"
-        found = one_match(await run.writer.matches(run.tx, request.criteria, lock=True), what)
+        found = one_match(await _matches(run, request.criteria, lock=True), what)
     if request.method == "POST":
         request.existing = found is not None
         request.assigned = found or str(uuid.uuid4())
@@ -183,20 +190,22 @@ async def _target(run: _Run, reference: str) -> str:
     if not mark or "/" in res_type or ":" in res_type:
         return reference
     criteria = criteria_of(res_type, query, run.base, "a conditional reference")
-    run.authorize(run.ctx, res_type, "s")
-    found = await run.writer.matches(run.tx, criteria, lock=False)
+    found = await _matches(run, criteria, lock=False)
     if len(found) != 1:
         raise EhrError(Category.PRECONDITION_FAILED, "a conditional reference does not match exactly one resource")
     return f"{res_type}/{found[0]}"
 
 
 async def _write(run: _Run, request: Request) -> Outcome:
-    assert request.assigned is not None
+    assert request.assigned is not None and request.access is not None
+    access = request.access
     if request.method == "PATCH":
+        await run.guard.visible_or_absent(run.tx, access, request.res_type, request.assigned)
         event = Interaction("patch", request.res_type, request.assigned)
         operations = patch.check(request.resource)
         patched = await run.writer.patch(
-            run.tx, run.ctx, event, request.assigned, operations, request.if_match, run.pending
+            run.tx, run.ctx, event, request.assigned, operations, request.if_match, run.pending,
+            check=lambda body: Guard.content(access, body),
         )
         return Outcome(200, patched)
     if request.existing:  # a conditional create that matched: the existing resource, as it is
@@ -205,6 +214,9 @@ async def _write(run: _Run, request: Request) -> Outcome:
         return Outcome(200, to_version(run.writer.keys, row))
     resource = {**request.resource, "id": request.assigned} if isinstance(request.resource, dict) else request.resource
     ingest.check_resource(resource, request.res_type, request.assigned)
+    Guard.content(access, resource)  # after the references were rewritten: they decide the compartment
+    if request.method == "PUT":
+        await run.guard.visible_or_absent(run.tx, access, request.res_type, request.assigned)
     if request.method == "POST":
         event = Interaction("create", request.res_type, query=request.query)
         return Outcome(201, await run.writer.create(run.tx, run.ctx, event, request.assigned, resource, run.pending))
@@ -212,9 +224,13 @@ async def _write(run: _Run, request: Request) -> Outcome:
     event = Interaction("update", request.res_type, request.assigned, query=request.query)
     result = await run.writer.update(
         run.tx, run.ctx, event, request.assigned, resource, request.if_match, run.pending,
-        on_create=lambda: run.authorize(run.ctx, request.res_type, "c"),
+        on_create=lambda: _may_create(run, request.res_type),
     )
     return Outcome(201 if result.created else 200, result.version)
+
+
+def _may_create(run: _Run, res_type: str) -> None:
+    run.guard.access(run.ctx, res_type, "c")
 
 
 def _check_count(requests: list[Request]) -> None:

@@ -48,8 +48,8 @@ def access(ctx: AccessContext, resource_type: str, letter: Letter) -> Access:
 
 
 def require(ctx: AccessContext, resource_type: str, letter: Letter) -> None:
-    """Allow only unconfined access (interactions the store cannot yet confine: bundles, conditional
-    writes, the audit log)."""
+    """Allow only unconfined access (the audit log's review, which has no patient compartment of
+    its own to confine to)."""
     if not access(ctx, resource_type, letter).unconfined:
         raise EhrError(
             Category.FORBIDDEN,

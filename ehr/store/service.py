@@ -18,12 +18,12 @@ from ehr.crypto.blind import BlindIndex
 from ehr.crypto.keys import KeyStore
 from ehr.db.database import Conflict, Database, Executor
 from ehr.errors import Category, EhrError
-from ehr.fhir.search.extract import patient_compartment
 from ehr.fhir.search.model import Search
 from ehr.fhir.validator import RESOURCE_TYPES
 from ehr.store import bundle, index, ingest, patch, policy, sql
+from ehr.store.guard import Guard
 from ehr.store.records import Version, to_version
-from ehr.store.search import Page, Runner, Scope, confinement, criteria_of
+from ehr.store.search import Page, Runner, Scope, confinement
 from ehr.store.writer import Clock, Writer, WriteResult, one_match
 
 __all__ = ["Clock", "HistoryPage", "Store", "SystemClock", "WriteResult"]
@@ -65,7 +65,7 @@ class Store:
         self.indexer = index.Indexer(BlindIndex(keys.index_key()), base)
         self._writer = Writer(db, keys, audit, self._clock, self.indexer)
         self._page_size = page_size
-        self._filters: dict[tuple[str, str], Search] = {}
+        self._guard = Guard(self._writer.compiler, base)
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -167,7 +167,7 @@ class Store:
             access = self._access(ctx, res_type, "c")
             ingest.check_resource(resource, res_type, None)
             res_id = str(uuid.uuid4())
-            _check_compartment(access, {**resource, "id": res_id})
+            Guard.content(access, {**resource, "id": res_id})
             return await self._writer.create(self._db, ctx, event, res_id, resource)
 
     async def conditional_create(
@@ -176,13 +176,15 @@ class Store:
         """``If-None-Exist``: create unless a resource matches; one match is returned as it is,
         several are a 412. Racing conditional creates with the same criteria make one resource."""
         async with self._audit.audited(ctx, Interaction("create", res_type, query=query)) as event:
-            self._authorize(ctx, res_type, "c")
-            self._authorize(ctx, res_type, "s")
+            access = self._access(ctx, res_type, "c")
+            within = self._scope(res_type, self._access(ctx, res_type, "s"))
             ingest.check_resource(resource, res_type, None)
             async with self._db.transaction() as tx:
-                found = one_match(await self._writer.matches(tx, criteria, lock=True), "If-None-Exist")
+                found = one_match(await self._writer.matches(tx, criteria, lock=True, scope=within), "If-None-Exist")
                 if found is None:
-                    created = await self._writer.create(tx, ctx, event, str(uuid.uuid4()), resource)
+                    res_id = str(uuid.uuid4())
+                    Guard.content(access, {**resource, "id": res_id})
+                    created = await self._writer.create(tx, ctx, event, res_id, resource)
                     return WriteResult(created, created=True)
                 row = await tx.fetch_one(sql.NEWEST, res_type, found)
             assert row is not None
@@ -197,7 +199,7 @@ class Store:
             access = self._access(ctx, res_type, "u")
             ingest.check_id(res_id)
             ingest.check_resource(resource, res_type, res_id)
-            _check_compartment(access, resource)
+            Guard.content(access, resource)
             for _attempt in range(_WRITE_ATTEMPTS):
                 try:
                     async with self._db.transaction() as tx:
@@ -217,19 +219,24 @@ class Store:
         """``PUT Type?criteria``: no match creates (under the body's id, or a new one), one match is
         updated (a body id must be that one's), several are a 412."""
         async with self._audit.audited(ctx, Interaction("update", res_type, query=query)) as event:
-            self._authorize(ctx, res_type, "u")
-            self._authorize(ctx, res_type, "s")
+            access = self._access(ctx, res_type, "u")
+            within = self._scope(res_type, self._access(ctx, res_type, "s"))
             async with self._db.transaction() as tx:
-                found = one_match(await self._writer.matches(tx, criteria, lock=True), "conditional update")
+                found = one_match(
+                    await self._writer.matches(tx, criteria, lock=True, scope=within), "conditional update"
+                )
                 body_id = resource.get("id") if isinstance(resource, dict) else None
                 if found is not None and body_id is not None and body_id != found:
                     raise EhrError(Category.INVALID, "the body's id is not the id of the matching resource")
                 res_id = found or body_id or str(uuid.uuid4())
                 if found is None:
-                    self._authorize(ctx, res_type, "c")
+                    self._access(ctx, res_type, "c")
                 ingest.check_id(res_id)
-                ingest.check_resource({**resource, "id": res_id}, res_type, res_id)
-                return await self._writer.update(tx, ctx, event, res_id, {**resource, "id": res_id}, if_match)
+                body = {**resource, "id": res_id}
+                ingest.check_resource(body, res_type, res_id)
+                Guard.content(access, body)
+                await self._visible_or_absent(tx, access, res_type, res_id)
+                return await self._writer.update(tx, ctx, event, res_id, body, if_match)
 
     async def patch(
         self, ctx: AccessContext, res_type: str, res_id: str, operations: Any, if_match: int | None = None
@@ -241,7 +248,7 @@ class Store:
             async with self._db.transaction() as tx:
                 await self._visible_or_absent(tx, access, res_type, res_id)
                 return await self._writer.patch(
-                    tx, ctx, event, res_id, checked, if_match, check=lambda body: _check_compartment(access, body)
+                    tx, ctx, event, res_id, checked, if_match, check=lambda body: Guard.content(access, body)
                 )
 
     async def delete(
@@ -259,12 +266,15 @@ class Store:
     ) -> Version | None:
         """``DELETE Type?criteria``: one match is deleted, none deletes nothing, several are a 412."""
         async with self._audit.audited(ctx, Interaction("delete", res_type, query=query)) as event:
-            self._authorize(ctx, res_type, "d")
-            self._authorize(ctx, res_type, "s")
+            access = self._access(ctx, res_type, "d")
+            within = self._scope(res_type, self._access(ctx, res_type, "s"))
             async with self._db.transaction() as tx:
-                found = one_match(await self._writer.matches(tx, criteria, lock=True), "conditional delete")
+                found = one_match(
+                    await self._writer.matches(tx, criteria, lock=True, scope=within), "conditional delete"
+                )
                 if found is None:
                     return None
+                await self._visible_or_absent(tx, access, res_type, found)
                 return await self._writer.delete(tx, ctx, event, found, None)
 
     # -- bundles -----------------------------------------------------------------------------
@@ -274,7 +284,7 @@ class Store:
         AuditEvent per entry and one for the bundle, committed with the data."""
         async with self._audit.audited(ctx, Interaction("transaction")) as event:
             async with self._db.transaction() as tx:
-                run = bundle.new_run(self._writer, tx, ctx, self.indexer.base, self._authorize)
+                run = bundle.new_run(self._writer, tx, ctx, self.indexer.base, self._guard)
                 outcomes = await bundle.transaction(run, requests)
                 await tx.execute_all(self._audit.prepare(ctx, event).statements)
                 event.committed = True
@@ -288,7 +298,7 @@ class Store:
     async def _batch_entry(self, ctx: AccessContext, request: bundle.Request) -> bundle.Outcome:
         try:
             async with self._db.transaction() as tx:
-                run = bundle.new_run(self._writer, tx, ctx, self.indexer.base, self._authorize)
+                run = bundle.new_run(self._writer, tx, ctx, self.indexer.base, self._guard)
                 (outcome,) = await bundle.transaction(run, [request])
             return outcome
         except EhrError as err:
@@ -299,52 +309,20 @@ class Store:
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _authorize(self, ctx: AccessContext, res_type: str, letter: Any) -> None:
-        """For interactions the store does not confine yet (bundles, conditional writes): unconfined
-        grants only."""
-        ingest.check_type(res_type)
-        policy.require(ctx, res_type, letter)
-
     def _authorize_create(self, ctx: AccessContext, res_type: str) -> None:
         self._access(ctx, res_type, "c")
 
     def _access(self, ctx: AccessContext, res_type: str, letter: Any) -> policy.Access:
-        ingest.check_type(res_type)
-        return policy.access(ctx, res_type, letter)
+        return self._guard.access(ctx, res_type, letter)
 
     def _scope(self, res_type: str, access: policy.Access) -> Scope:
-        filters = None
-        if access.filters is not None:
-            filters = tuple(self._filter(res_type, query) for query in access.filters)
-        return Scope((res_type,), None, access.patient, filters)
-
-    def _filter(self, res_type: str, query: str) -> Search:
-        """A granular scope's query as search criteria; one the index cannot evaluate allows nothing."""
-        found = self._filters.get((res_type, query))
-        if found is None:
-            try:
-                found = criteria_of(res_type, query, self.indexer.base, "a granular scope")
-            except EhrError:
-                raise EhrError(Category.FORBIDDEN, f"the granular scope on {res_type} cannot be enforced") from None
-            if len(self._filters) > 1000:  # queries come from granted scopes: few, but bound the memory
-                self._filters.clear()
-            self._filters[(res_type, query)] = found
-        return found
+        return self._guard.scope(res_type, access)
 
     async def _visible(self, executor: Executor, access: policy.Access, res_type: str, res_id: str) -> bool:
-        if access.unconfined:
-            return True
-        runner = Runner(executor, self._writer.compiler, self._page_size)
-        return await runner.visible(res_type, res_id, self._scope(res_type, access))
+        return await self._guard.visible(executor, access, res_type, res_id)
 
     async def _visible_or_absent(self, tx: Executor, access: policy.Access, res_type: str, res_id: str) -> None:
-        """A confined write may touch a resource in its compartment, or one that does not exist yet;
-        anything else is answered as if it did not exist."""
-        if await self._visible(tx, access, res_type, res_id):
-            return
-        head = await tx.fetch_one(sql.HEAD, res_type, res_id)
-        if head is not None and not head["deleted"]:
-            raise EhrError(Category.NOT_FOUND, f"{res_type} not found")
+        await self._guard.visible_or_absent(tx, access, res_type, res_id)
 
     def _search_scope(self, ctx: AccessContext, res_type: str | None, patient: str | None) -> Scope:
         """What one search may match and include. ``patient`` (Patient/{id}/...) narrows to that
@@ -389,12 +367,6 @@ class Store:
         if since_us is not None:
             where.append(f"ts_us >= {compiler.arg(since_us)}")
         return where, compiler.args, access
-
-
-def _check_compartment(access: policy.Access, resource: Any) -> None:
-    """A write confined to a patient must leave the resource in that patient's compartment."""
-    if access.patient is not None and access.patient not in patient_compartment(resource):
-        raise EhrError(Category.FORBIDDEN, "the resource would not be in the launch patient's compartment")
 
 
 def _where(clauses: list[str]) -> str:

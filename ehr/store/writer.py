@@ -48,16 +48,17 @@ class Writer:
     def compiler(self) -> Compiler:
         return Compiler(self.indexer.blind, self.indexer.local_target, self._clock.now_us(), self._db.dialect)
 
-    async def matches(self, tx: Executor, criteria: Search, *, lock: bool) -> list[str]:
-        """Ids of the current resources matching ``criteria`` (at most 2: one, none or "several").
-        With ``lock``, first takes a transaction lock on the criteria (PostgreSQL; SQLite's writer
-        already runs alone), so a racing conditional write with the same criteria waits for this one."""
+    async def matches(self, tx: Executor, criteria: Search, *, lock: bool, scope: Scope | None = None) -> list[str]:
+        """Ids of the current resources matching ``criteria`` (at most 2: one, none or "several"),
+        within ``scope`` (the caller's compartment and filters) when given. With ``lock``, first takes
+        a transaction lock on the criteria (PostgreSQL; SQLite's writer already runs alone), so a
+        racing conditional write with the same criteria waits for this one."""
         assert criteria.resource_type is not None
         await self.statistics.refresh_if_grown()
         if lock and self._db.dialect == "postgresql":
             await tx.fetch_one("SELECT pg_advisory_xact_lock($1) AS locked", _criteria_lock(criteria))
         runner = Runner(tx, self.compiler, 2)
-        return await runner.ids(criteria, Scope((criteria.resource_type,), None))
+        return await runner.ids(criteria, scope or Scope((criteria.resource_type,), None))
 
     async def create(
         self, tx: Executor | Database, ctx: AccessContext, event: Interaction, res_id: str, resource: Any,

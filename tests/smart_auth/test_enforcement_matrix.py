@@ -209,3 +209,44 @@ async def test_nurse_may_not_delete(world: Services) -> None:
     token = await mint(world, app, await add_user(world, role="nurse"), "user/*.cruds")
     async with await https(world) as http:
         assert (await http.delete("fhir/Observation/o1", headers=bearer(token))).status_code == 403
+
+
+def _transaction(*entries: dict[str, object]) -> dict[str, object]:
+    return {"resourceType": "Bundle", "type": "transaction", "entry": list(entries)}
+
+
+def _obs_entry(method: str, url: str, subject: str, oid: str | None = None) -> dict[str, object]:
+    resource = {**OBS, "subject": {"reference": subject}, **({"id": oid} if oid else {})}
+    return {"resource": resource, "request": {"method": method, "url": url}}
+
+
+@pytest.mark.parametrize("name", ["patient/*.cruds", "system/*.cruds"])
+async def test_transactions_and_conditional_writes_are_confined(world: Services, name: str) -> None:
+    """Bundles, conditional create/update/delete and conditional references under patient/ scopes:
+    every entry stays in the compartment, and criteria never match another patient's resources."""
+    confined = name.startswith("patient")
+    token = await token_for(world, FORMS[name])
+    headers = bearer(token)
+    async with await https(world) as http:
+        own = _transaction(_obs_entry("POST", "Observation", "Patient/p1"),
+                           _obs_entry("PUT", "Observation/o1", "Patient/p1", "o1"))
+        assert (await http.post("fhir", json=own, headers=headers)).status_code == 200
+        others = _transaction(_obs_entry("PUT", "Observation/o3", "Patient/p2", "o3"))
+        assert (await http.post("fhir", json=others, headers=headers)).status_code == (403 if confined else 200)
+        if confined:  # another patient's resource, even rewritten to name the launch patient
+            taken = _transaction(_obs_entry("PUT", "Observation/o3", "Patient/p1", "o3"))
+            assert (await http.post("fhir", json=taken, headers=headers)).status_code == 404
+        moved = _transaction(_obs_entry("PUT", "Observation/o1", "Patient/p2", "o1"))
+        assert (await http.post("fhir", json=moved, headers=headers)).status_code == (403 if confined else 200)
+        referenced = _transaction(_obs_entry("POST", "Observation", "Patient?_id=p2"))
+        assert (await http.post("fhir", json=referenced, headers=headers)).status_code == (412 if confined else 200)
+        # If-None-Exist cannot see another patient's resource: under patient/ it creates a new one
+        body = {**OBS, "subject": {"reference": "Patient/p1"}}
+        created = await http.post("fhir/Observation", json=body, headers={**headers, "If-None-Exist": "_id=o3"})
+        assert created.status_code == (201 if confined else 200)
+        deleted = await http.delete("fhir/Observation?_id=o3", headers=headers)
+        assert deleted.status_code == 204
+    system = await token_for(world, FORMS["system/*.cruds"])
+    async with await https(world) as http:
+        remaining = await http.get("fhir/Observation/o3", headers=bearer(system))
+    assert remaining.status_code == (200 if confined else 410)
