@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     online_refresh_hours: float = Field(default=12, gt=0, description="online_access refresh token lifetime")
     session_idle_minutes: float = Field(default=15, gt=0, description="sign-in session ends after this idle time")
     session_max_hours: float = Field(default=12, gt=0, description="sign-in session ends after this long")
+    signin_failures: int = Field(default=5, ge=1, description="sign-in failures before back-off starts")
+    signin_backoff_seconds: float = Field(default=30, gt=0, description="first back-off; doubles per failure")
+    signin_backoff_max_minutes: float = Field(default=15, gt=0, description="longest back-off")
     require_bound_system_tokens: bool = Field(
         default=False, description="refuse system/ tokens not bound to a client certificate (RFC 8705)"
     )

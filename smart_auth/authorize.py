@@ -24,7 +24,6 @@ from starlette.responses import Response
 
 from ehr.store.clients import Client
 from smart_auth.browser import (
-    LOGIN_ERROR,
     SESSION_COOKIE,
     Browser,
     PageError,
@@ -105,7 +104,7 @@ async def _steps(browser: Browser, req: _AuthzRequest) -> Response:
     if browser.step == "login":
         browser.user = await sign_in(browser, req.client)
         if browser.user is None:
-            return browser.login(AUTHORIZE_PATH, carried, LOGIN_ERROR)
+            return browser.login(AUTHORIZE_PATH, carried, browser.sign_in_error)
     if browser.user is None:
         return browser.login(AUTHORIZE_PATH, carried)
     user = browser.user

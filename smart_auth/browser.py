@@ -62,6 +62,7 @@ class Browser:
         self.user: User | None = None
         self.targets: tuple[str, ...] = ()
         self.new_session: str | None = None
+        self.sign_in_error = LOGIN_ERROR
         self.clear_session = False
         known = request.cookies.get(CSRF_COOKIE)
         self.csrf = known or secrets.token_urlsafe(32)
@@ -133,16 +134,27 @@ async def signed_in(browser: Browser) -> User | None:
 
 
 async def sign_in(browser: Browser, client: Client | None) -> User | None:
-    """``step=login``: a new session for good credentials; otherwise None, with one generic message
-    whatever was wrong (no user enumeration). Both outcomes are audited, never the password."""
+    """``step=login``: a new session for good credentials; otherwise None and ``browser.sign_in_error``,
+    one generic message whatever was wrong (no user enumeration), or the back-off after repeated
+    failures (smart_auth/throttle.py). Every outcome is audited, never the password."""
     server, request = browser.server, browser.request
     username = browser.fields.get("username", "")
+    keys = [f"user:{username.lower()[:200]}", f"addr:{request.client.host if request.client else '-'}"]
+    named = await server.users.by_username(username)
+    wait = await server.throttle.wait(keys)
+    if wait > 0:
+        browser.sign_in_error = f"Too many failed sign-ins. Try again in {max(1, round(wait / 60))} minute(s)."
+        await server.record(request, "login", client=client, user=named,
+                            error=OAuthError("access_denied", "refused: sign-in back-off after repeated failures"))
+        return None
     user = await server.users.authenticate(username, browser.fields.get("password", ""))
     if user is None:
-        named = await server.users.by_username(username)
+        await server.throttle.failed(keys)
+        browser.sign_in_error = LOGIN_ERROR
         await server.record(request, "login", client=client, user=named,
                             error=OAuthError("access_denied", "unknown username or wrong password"))
         return None
+    await server.throttle.succeeded(keys[0])
     browser.new_session = await server.grants.start_session(user.id)
     await server.record(request, "login", client=client, user=user)
     return user

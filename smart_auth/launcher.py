@@ -10,7 +10,6 @@ from starlette.responses import Response
 
 from ehr.store.clients import Client
 from smart_auth.browser import (
-    LOGIN_ERROR,
     SESSION_COOKIE,
     Browser,
     PageError,
@@ -45,7 +44,7 @@ async def launcher(request: Request, server: AuthServer) -> Response:
         if browser.step == "login":
             browser.user = await sign_in(browser, None)
             if browser.user is None:
-                return browser.login(LAUNCHER_PATH, {}, LOGIN_ERROR)
+                return browser.login(LAUNCHER_PATH, {}, browser.sign_in_error)
         if browser.user is None:
             return browser.login(LAUNCHER_PATH, {})
         if request.method == "POST" and browser.step is None:
@@ -85,7 +84,7 @@ async def access(request: Request, server: AuthServer) -> Response:
         if browser.step == "login":
             user = browser.user = await sign_in(browser, None)
             if user is None:
-                return browser.login(ACCESS_PATH, {}, LOGIN_ERROR)
+                return browser.login(ACCESS_PATH, {}, browser.sign_in_error)
         if user is None:
             return browser.login(ACCESS_PATH, {})
         held = await server.grants.of_user(user.id, server.settings.access_token_seconds)

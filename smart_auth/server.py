@@ -43,6 +43,7 @@ from smart_auth.client_assertion import (
 from smart_auth.grants import AuthGrant, GrantStore
 from smart_auth.roles import role_permissions
 from smart_auth.scopes import Permissions
+from smart_auth.throttle import SignInThrottle
 from smart_auth.tokens import ACCESS_TOKEN_TYPE, AccessClaims, TokenKeys, new_token_id
 from smart_auth.users import User, UserRegistry
 
@@ -83,6 +84,7 @@ class AuthServer:
     keys: TokenKeys
     jti: JtiStore
     store: Store
+    throttle: SignInThrottle
     fetcher: JwksFetcher = field(default_factory=JwksFetcher)
 
     @property

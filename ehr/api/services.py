@@ -18,6 +18,7 @@ from ehr.store.service import Clock, Store, SystemClock
 from smart_auth.client_assertion import JtiStore
 from smart_auth.grants import GrantStore
 from smart_auth.server import AuthServer
+from smart_auth.throttle import SignInThrottle
 from smart_auth.tokens import TokenKeys
 from smart_auth.users import UserRegistry
 
@@ -51,7 +52,10 @@ class Services:
         clients = ClientRegistry(db, audit)
         auth = AuthServer(
             settings=settings, audit=audit, clients=clients, users=UserRegistry(db, audit), grants=GrantStore(db),
-            keys=token_keys or TokenKeys.ephemeral(), jti=JtiStore(db), store=store,
+            keys=token_keys or TokenKeys.ephemeral(), jti=JtiStore(db), store=store, throttle=SignInThrottle(
+                db, threshold=settings.signin_failures, base_seconds=settings.signin_backoff_seconds,
+                max_seconds=settings.signin_backoff_max_minutes * 60,
+            ),
         )
         return cls(
             settings=settings,

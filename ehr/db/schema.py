@@ -154,6 +154,15 @@ oauth_jti = Table(     # client assertion ids seen, to refuse a replay within th
     Column("expires_us", BigInteger, nullable=False),
 )
 
+signin_throttle = Table(  # sign-in failures per account name and per address (smart_auth/throttle.py)
+    "signin_throttle",
+    metadata,
+    Column("key", String(300), primary_key=True),           # "user:<name>" or "addr:<ip>"
+    Column("failures", Integer, nullable=False),
+    Column("last_us", BigInteger, nullable=False),
+    Column("locked_until_us", BigInteger, nullable=False),
+)
+
 web_session = Table(   # signed-in browser sessions (login pages)
     "web_session",
     metadata,

@@ -23,12 +23,10 @@ from ehr.api.services import Services
 from ehr.context import operator_context, system_context
 from ehr.store.clients import Client, Registration
 from smart_auth.authorize import authorize
-from smart_auth.client_assertion import JtiStore
-from smart_auth.grants import AuthGrant, GrantStore
+from smart_auth.grants import AuthGrant
 from smart_auth.launcher import launcher, logout
 from smart_auth.server import AuthServer
-from smart_auth.tokens import TokenKeys
-from smart_auth.users import User, UserRegistry
+from smart_auth.users import User
 from tests.audit.helpers import events
 
 PASSWORD = "correct horse battery staple"
@@ -149,11 +147,8 @@ async def _register(services: Services, name: str = "app") -> Client:
 
 @pytest.fixture
 async def env(services: Services) -> AsyncIterator[Env]:
-    users = UserRegistry(services.db, services.audit)
-    server = AuthServer(
-        settings=services.settings, audit=services.audit, clients=services.clients, users=users,
-        grants=GrantStore(services.db), keys=TokenKeys.ephemeral(), jti=JtiStore(services.db), store=services.store,
-    )
+    server = services.auth
+    users = server.users
     client = await _register(services)
     user = await users.add(operator_context(), "alice", "Alice Smith", "clinician", PASSWORD,
                            fhir_user="Practitioner/p-1")
@@ -472,3 +467,21 @@ async def test_online_access_lives_with_the_sign_in_session(env: Env) -> None:
                                                 "offline_access"), [("patient", env.patient)])
     offline = await env.grant_of(location(await env.submit(consent, [("decision", "approve")]))["code"][0])
     assert offline.session_hash is None
+
+
+async def test_repeated_failures_back_off_for_known_and_unknown_names_alike(env: Env) -> None:
+    """NIST SP 800-63B rate limiting: after EHR_SIGNIN_FAILURES failures even the right password
+    waits; an unknown name gets the same answers (no enumeration); each refusal is audited."""
+    for username in ("alice", "nobody-here"):
+        await env.services.db.execute("DELETE FROM signin_throttle WHERE key LIKE 'addr:%'")  # one address
+        page = await env.start()
+        for _ in range(env.server.settings.signin_failures):
+            page = await env.sign_in(page, password="wrong password, long enough", username=username)
+            assert "Unknown username or wrong password" in page.text  # the last failure starts the wait
+        page = await env.sign_in(page, password=PASSWORD, username=username)
+        assert "Too many failed sign-ins" in page.text and 'id="sign-in"' in page.text
+    refused = [e for e in await _audit(env, "login") if "back-off" in e.get("outcomeDesc", "")]
+    assert len(refused) == 2
+    # the address alone is throttled too: another name from it waits as well
+    page = await env.sign_in(await env.start(), password=PASSWORD, username="carol-never-failed")
+    assert "Too many failed sign-ins" in page.text
