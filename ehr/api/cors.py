@@ -11,6 +11,8 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ehr.api.services import Services
+
 OPEN_PATHS = frozenset({
     "/fhir/metadata", "/fhir/.well-known/smart-configuration", "/fhir/.well-known/openid-configuration",
     "/oauth/jwks", "/oauth/smart-style.json",
@@ -23,7 +25,7 @@ _METHODS = "GET, POST, PUT, PATCH, DELETE, HEAD"
 
 
 class Cors:
-    def __init__(self, app: ASGIApp, services: Callable[[], object], ttl: float,
+    def __init__(self, app: ASGIApp, services: Callable[[], Services], ttl: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._app = app
         self._services = services
@@ -67,7 +69,7 @@ class Cors:
         now = self._clock()
         if self._origins is not None and now - self._origins[0] < self._ttl:
             return self._origins[1]
-        clients = await self._services().clients.list()  # type: ignore[attr-defined]
+        clients = await self._services().clients.list()
         origins = frozenset(o for c in clients if not c.disabled for o in c.origins())
         self._origins = (now, origins)
         return origins

@@ -70,6 +70,23 @@ def running_server(
             process.stdout.close()
 
 
+@contextmanager
+def serve_process(home: Path, database_url: str | None = None) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """A server process the test stops (or kills) itself; yields it and the FHIR base once ready.
+    Killed if still running when the block ends."""
+    port = free_port()
+    env = environment(home, database_url, EHR_PORT=str(port))
+    process = subprocess.Popen([*EHR, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"https://127.0.0.1:{port}/fhir"
+    try:
+        wait_ready(base, home, process)
+        yield process, base
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+
+
 def wait_ready(base: str, home: Path, process: subprocess.Popen[bytes]) -> None:
     context = client_context(home, None)
     deadline = time.monotonic() + 60

@@ -13,23 +13,14 @@ from pathlib import Path
 import httpx
 
 from ehr.db.database import open_database
-from tests.e2e.server import EHR, client_context, ehr, environment, free_port, wait_ready
+from tests.e2e.server import client_context, ehr, serve_process
 
 PATIENT = {"resourceType": "Patient", "name": [{"family": "Crash"}]}
 
 
 def test_sigkill_during_writes_loses_nothing_acknowledged(home: Path, server_database: str) -> None:
-    port = free_port()
-    env = environment(home, server_database, EHR_PORT=str(port))
-    process = subprocess.Popen([*EHR, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"https://127.0.0.1:{port}/fhir"
-    try:
-        wait_ready(base, home, process)
+    with serve_process(home, server_database) as (process, base):
         acknowledged = asyncio.run(_load_then_kill(base, home, process))
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
     assert process.returncode == -signal.SIGKILL
     assert len(acknowledged) > 20, "the load should have been going when the server died"
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import ssl
-import subprocess
 import time
 import warnings
 from datetime import UTC, datetime, timedelta
@@ -14,7 +13,7 @@ import httpx
 import pytest
 
 from ehr.pki import create_ca, issue_certificate
-from tests.e2e.server import EHR, client_context, ehr, environment, free_port, running_server, wait_ready
+from tests.e2e.server import client_context, ehr, running_server, serve_process
 
 PATIENT = {"resourceType": "Patient", "name": [{"family": "Tls", "given": ["Over"]}], "gender": "female"}
 
@@ -115,21 +114,12 @@ def test_newly_registered_client_with_narrow_scopes(home: Path, server_database:
 def test_shutdown_does_not_wait_for_idle_keep_alive_clients(home: Path, server_database: str) -> None:
     """SIGTERM with a client holding an idle keep-alive connection: the server stops at once and
     records its stop event (a TLS close used to wait 30 s for the idle client's close_notify)."""
-    port = free_port()
-    env = environment(home, server_database, EHR_PORT=str(port))
-    process = subprocess.Popen([*EHR, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"https://127.0.0.1:{port}/fhir"
-    try:
-        wait_ready(base, home, process)
+    with serve_process(home, server_database) as (process, base):
         with httpx.Client(verify=client_context(home)) as idle:
             assert idle.get(f"{base}/Patient?_count=1").status_code == 200
             started = time.monotonic()
             process.terminate()
             process.wait(timeout=20)
             assert time.monotonic() - started < 10
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     stream = ehr(home, "audit", "stream", database_url=server_database)
     assert json.loads(stream.stdout.splitlines()[-1])["subtype"] == "server-stop"
