@@ -10,6 +10,7 @@ rest by the log.
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,7 @@ class Interaction:
     extra_entities: list[dict[str, Any]] = field(default_factory=list)
     detail: dict[str, str] = field(default_factory=dict)  # non-ePHI facts (configuration, key ids)
     committed: bool = False            # set when the event went into the interaction's own transaction
+    on_failure: Callable[[Interaction, Category], None] | None = None  # notes what a failure means (HL7 ACK)
 
     @property
     def action(self) -> str:
@@ -53,6 +55,8 @@ class Interaction:
     def failed(self, category: Category, message: str) -> None:
         self.outcome = "4" if category.status < 500 else "8"
         self.outcome_desc = f"{category.status} {message}"
+        if self.on_failure is not None:
+            self.on_failure(self, category)
 
 
 def build(ctx: AccessContext, what: Interaction, *, event_id: str, recorded: str, source: str) -> dict[str, Any]:
@@ -106,6 +110,10 @@ _DCM_TYPES = {
     "key-rewrap": ("110113", "Security Alert"),
     "audit-export": ("110106", "Export"),
     "audit-stream": ("110106", "Export"),
+    "sender-add": ("110137", "User Security Attributes Changed"),
+    "sender-disable": ("110137", "User Security Attributes Changed"),
+    "sender-enable": ("110137", "User Security Attributes Changed"),
+    "hl7v2-message": ("110107", "Import"),
 }
 
 

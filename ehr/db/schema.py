@@ -163,6 +163,31 @@ signin_throttle = Table(  # sign-in failures per account name and per address (s
     Column("locked_until_us", BigInteger, nullable=False),
 )
 
+# -- HL7 v2 (interfaces/, docs/adr/0010-hl7v2-mllp.md) ------------------------------------------------
+hl7_sender = Table(    # sending systems: a certificate, the MSH-3/MSH-4 they must name, what they may send
+    "hl7_sender",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("cert_thumbprint", String(64), nullable=False, unique=True),
+    Column("application", String(200), nullable=True),      # MSH-3.1; empty: any
+    Column("facility", String(200), nullable=False),        # MSH-4.1
+    Column("types", String(2000), nullable=False),          # space-separated MSH-9 type^trigger
+    Column("created_us", BigInteger, nullable=False),
+    Column("disabled", Boolean, nullable=False, default=False),
+)
+
+# Idempotency: one row per (actor, key) written in the same transaction as the data it acknowledges,
+# holding the reply that was sent (an HL7 ACK). Not ePHI: keys are message control ids.
+receipt = Table(
+    "receipt",
+    metadata,
+    Column("actor", String(128), primary_key=True),
+    Column("key", String(200), primary_key=True),
+    Column("ts_us", BigInteger, nullable=False),
+    Column("reply", LargeBinary, nullable=False),
+)
+
 web_session = Table(   # signed-in browser sessions (login pages)
     "web_session",
     metadata,

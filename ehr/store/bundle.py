@@ -82,8 +82,8 @@ async def transaction(run: _Run, requests: list[Request]) -> list[Outcome]:
             await _entry(request, _assign(run, request))
     _check_distinct(requests)
     for request in ordered:
-        if request.method in ("POST", "PUT") and isinstance(request.resource, dict):
-            await _entry(request, _rewrite(run, request.resource))
+        if request.method != "DELETE" and isinstance(request.resource, (dict, list)):
+            await _entry(request, _rewrite(run, request.resource))  # a patch's values too
     for request in ordered:
         if request.method != "DELETE":
             outcomes[request.index] = await _entry(request, _write(run, request))

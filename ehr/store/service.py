@@ -26,7 +26,7 @@ from ehr.store.records import Version, to_version
 from ehr.store.search import Page, Runner, Scope, confinement
 from ehr.store.writer import Clock, Writer, WriteResult, one_match
 
-__all__ = ["Clock", "HistoryPage", "Store", "SystemClock", "WriteResult"]
+__all__ = ["Clock", "HistoryPage", "Receipt", "Store", "SystemClock", "WriteResult"]
 
 _WRITE_ATTEMPTS = 3
 _SUBTYPES = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
@@ -36,6 +36,14 @@ Cursor = tuple[int, str, str, int]
 class SystemClock:
     def now_us(self) -> int:
         return time.time_ns() // 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """An idempotency key and the reply to send again when the key comes back (an HL7 ACK)."""
+
+    key: str
+    reply: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,11 +287,18 @@ class Store:
 
     # -- bundles -----------------------------------------------------------------------------
 
-    async def transaction(self, ctx: AccessContext, requests: list[bundle.Request]) -> list[bundle.Outcome]:
+    async def transaction(
+        self, ctx: AccessContext, requests: list[bundle.Request], *,
+        what: Interaction | None = None, receipt: Receipt | None = None,
+    ) -> list[bundle.Outcome]:
         """The write entries of a transaction Bundle, all or nothing (ehr/store/bundle.py). One
-        AuditEvent per entry and one for the bundle, committed with the data."""
-        async with self._audit.audited(ctx, Interaction("transaction")) as event:
+        AuditEvent per entry and one for the whole (``what``, by default a transaction), committed
+        with the data. A ``receipt`` commits with them too: the same (actor, key) again is refused
+        with CONFLICT, before anything is written, and :meth:`receipt` returns the first reply."""
+        async with self._audit.audited(ctx, what or Interaction("transaction")) as event:
             async with self._db.transaction() as tx:
+                if receipt is not None:
+                    await self._keep(tx, ctx, receipt)
                 run = bundle.new_run(self._writer, tx, ctx, self.indexer.base, self._guard)
                 outcomes = await bundle.transaction(run, requests)
                 await tx.execute_all(self._audit.prepare(ctx, event).statements)
@@ -306,6 +321,20 @@ class Store:
             what.failed(err.category, err.message)
             await self._audit.record(ctx, what)
             return bundle.Outcome(err.category.status, error=err)
+
+    async def receipt(self, ctx: AccessContext, key: str) -> bytes | None:
+        """The reply kept with an earlier transaction of this actor under ``key``, if any."""
+        row = await self._db.fetch_one("SELECT reply FROM receipt WHERE actor = $1 AND key = $2", ctx.actor, key)
+        return bytes(row["reply"]) if row else None
+
+    async def _keep(self, tx: Executor, ctx: AccessContext, receipt: Receipt) -> None:
+        try:
+            await tx.execute(
+                "INSERT INTO receipt (actor, key, ts_us, reply) VALUES ($1, $2, $3, $4)",
+                ctx.actor, receipt.key, self._clock.now_us(), receipt.reply,
+            )
+        except Conflict:
+            raise EhrError(Category.CONFLICT, "already received: the first reply stands") from None
 
     # -- internals ---------------------------------------------------------------------------
 
