@@ -1,4 +1,4 @@
-"""The ``ehr`` command: init, serve, verify, import, clients, users, audit, keys."""
+"""The ``ehr`` command: init, serve, verify, import, clients, senders, mllp, users, audit, keys."""
 
 from __future__ import annotations
 
@@ -78,6 +78,10 @@ def _parser() -> argparse.ArgumentParser:
         cmd = clients.add_parser(name, help=f"{name} a client")
         cmd.add_argument("client_id")
         cmd.set_defaults(handler=_clients_disable, disabled=disabled)
+
+    from interfaces.cli import add_commands
+
+    add_commands(sub, _run)
 
     users = sub.add_parser("users", help="people who sign in").add_subparsers(required=True)
     user_add = users.add_parser("add", help="add a user; the password is prompted for twice, or read from stdin")
@@ -173,9 +177,16 @@ def _init(settings: Settings, _args: argparse.Namespace) -> int:
     thumbprint = certificate_thumbprint(pki.client_cert.read_bytes())
 
     async def job(db: Database, keys: KeyStore, audit: AuditLog) -> int:
+        from ehr.store.senders import SenderRegistry
+        from interfaces.cli import DEMO_SENDER
+        from interfaces.hl7v2.scopes import SUPPORTED
+
         registry = ClientRegistry(db, audit)
         if await registry.by_thumbprint(thumbprint) is None:
             await registry.add(operator_context(), "demo-client", thumbprint, DEMO_CLIENT_SCOPES)
+        senders = SenderRegistry(db, audit)
+        if await senders.by_thumbprint(thumbprint) is None:
+            await senders.add(operator_context(), DEMO_SENDER[0], thumbprint, DEMO_SENDER[1], sorted(SUPPORTED))
         return 0
 
     _run(settings, job)
@@ -185,11 +196,12 @@ def _init(settings: Settings, _args: argparse.Namespace) -> int:
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from ehr.api.serve import serve
+    from interfaces.serve import app_with_mllp
 
     if args.workers:
         settings = settings.model_copy(update={"workers": args.workers})
         os.environ["EHR_WORKERS"] = str(args.workers)
-    serve(settings)
+    serve(settings, app=app_with_mllp(settings), factory="interfaces.serve:app_from_environment")
     return 0
 
 

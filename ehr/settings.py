@@ -51,6 +51,14 @@ class Settings(BaseSettings):
     require_bound_system_tokens: bool = Field(
         default=False, description="refuse system/ tokens not bound to a client certificate (RFC 8705)"
     )
+    # HL7 v2 over MLLP/TLS (interfaces/, docs/adr/0010-hl7v2-mllp.md)
+    mllp_port: int = Field(default=2575, ge=0, le=65535, description="MLLP/TLS listener port (0: no listener)")
+    mllp_max_message_bytes: int = Field(default=1024 * 1024, ge=1024, description="largest HL7 v2 message")
+    mllp_idle_seconds: float = Field(default=60, gt=0, description="close an MLLP connection idle this long")
+    mllp_max_connections: int = Field(default=64, ge=1, description="concurrent MLLP connections")
+    hl7_timezone: str = Field(
+        default="UTC", description="IANA time zone of HL7 v2 times sent without an offset (the senders' zone)"
+    )
     # Audit review alerts (ehr/audit/alerts.py, docs/adr/0007-audit-alerts.md)
     alert_mass_access_patients: int = Field(
         default=50, ge=1, description="mass access: alert when one actor reads more distinct patients than this"

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass
 
 from fastapi import FastAPI
@@ -79,7 +79,12 @@ class _WithServices:
         await self._app(scope, receive, send)
 
 
-def create_app(settings: Settings, services: Services | None = None) -> ASGIApp:
+Listener = Callable[[Services], AbstractAsyncContextManager[object]]
+"""Another way in served by the same process (the HL7 v2 listener): entered once the services are
+open, left before they close."""
+
+
+def create_app(settings: Settings, services: Services | None = None, listeners: Sequence[Listener] = ()) -> ASGIApp:
     """The app; with ``services`` given (tests), no lifespan is needed to use it."""
     running = _Running()
 
@@ -99,7 +104,10 @@ def create_app(settings: Settings, services: Services | None = None) -> ASGIApp:
         forwarding = _start_forwarder(settings, opened)
         _settle()
         try:
-            yield
+            async with AsyncExitStack() as stack:
+                for listener in listeners:
+                    await stack.enter_async_context(listener(opened))
+                yield
         finally:
             for task in (forwarding, sealer):
                 if task is not None:

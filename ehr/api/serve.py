@@ -20,11 +20,14 @@ from ehr.tls import EhrServerConfig
 _UVICORN: dict[str, Any] = {"log_level": "warning", "access_log": False, "server_header": False, "loop": "uvloop"}
 
 
-def server_config(settings: Settings) -> EhrServerConfig:
-    app: Any = create_app(settings)
+def server_config(
+    settings: Settings, app: Any = None, factory: str = "ehr.api.app:app_from_environment"
+) -> EhrServerConfig:
+    """``app`` for one process (default: the FHIR app alone); ``factory`` builds it in each worker."""
+    app = app or create_app(settings)
     extra: dict[str, Any] = {}
     if settings.workers > 1:
-        app, extra = "ehr.api.app:app_from_environment", {"factory": True, "workers": settings.workers}
+        app, extra = factory, {"factory": True, "workers": settings.workers}
     return EhrServerConfig(
         app,
         host=settings.host,
@@ -37,8 +40,8 @@ def server_config(settings: Settings) -> EhrServerConfig:
     )
 
 
-def serve(settings: Settings) -> None:
-    config = server_config(settings)
+def serve(settings: Settings, app: Any = None, factory: str = "ehr.api.app:app_from_environment") -> None:
+    config = server_config(settings, app, factory)
     if config.workers > 1:
         sock = config.bind_socket()
         Multiprocess(config, sockets=[sock]).run()

@@ -1,0 +1,1 @@
+"""HL7 v2 messages: read, map to a FHIR transaction, acknowledge."""
