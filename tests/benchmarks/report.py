@@ -19,6 +19,7 @@ from tests.benchmarks.load import LoadResult
 # The issues' targets, at concurrency 32 on PostgreSQL: full throughput as a share of bare.
 TARGETS = {"read": 0.50, "create": 0.30, "search-family": 0.40, "search-identifier": 0.40}
 TARGET_ENGINE, TARGET_CONCURRENCY = "postgresql", 32
+MLLP_TARGET, MLLP_CONNECTIONS = 300.0, 8  # HL7 v2 messages/s (issue 7)
 IMPORT_TARGET = 2000.0  # resources/s by transaction Bundles on PostgreSQL, every safeguard on
 PACKAGES = ("uvicorn", "uvloop", "httptools", "fastapi", "starlette", "asyncpg", "aiosqlite", "sqlalchemy")
 
@@ -77,6 +78,23 @@ def target_verdicts(comparisons: list[Comparison]) -> list[dict[str, Any]]:
                 "target": f"full {operation} >= {wanted:.0%} of bare {operation}, {engine}, c={concurrency}",
                 "ratio": _round(c.ratio, 3), "threshold": wanted, "verdict": "PASS" if c.ratio >= wanted else "MISS",
                 "measured": f"{c.ratio:.2f}",
+            })
+    return verdicts
+
+
+def mllp_verdicts(comparisons: list[Comparison]) -> list[dict[str, Any]]:
+    """The HL7 v2 target: ORU^R01 (5 OBX) messages/s over MLLP/TLS with 8 connections, an absolute rate."""
+    verdicts = []
+    for c in comparisons:
+        engine, operation, concurrency = c.full.key
+        if (engine, operation, concurrency) == (TARGET_ENGINE, "oru-mllp", MLLP_CONNECTIONS):
+            rate = c.full.result.requests_per_second
+            verdicts.append({
+                "target": f"ORU^R01 over MLLP/TLS >= {MLLP_TARGET:.0f} messages/s, {engine}, {concurrency} connections",
+                "messages_per_second": round(rate, 1), "p99_ms": _round(c.full.result.percentile_ms(99)),
+                "threshold": MLLP_TARGET, "verdict": "PASS" if rate >= MLLP_TARGET else "MISS",
+                "measured": f"{rate:,.0f} messages/s (p99 ACK {c.full.result.percentile_ms(99):.0f} ms,"
+                            f" {c.ratio:.2f} of bare)",
             })
     return verdicts
 

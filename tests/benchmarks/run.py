@@ -31,7 +31,7 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 import uvloop
 
-from tests.benchmarks import load, report, search_bench, servers
+from tests.benchmarks import load, mllp_load, report, search_bench, servers
 from tests.benchmarks.load import Load, Target, http_request, run_load
 from tests.benchmarks.report import Measurement
 from tests.benchmarks.search_bench import DatasetError, SearchRun
@@ -46,6 +46,8 @@ CREATE = http_request("POST", "/fhir/Patient", PATIENT)
 EXPECTED_STATUS = {"create": 201, "read": 200, "read-token": 200}
 
 
+MLLP_LOADS = (Load("oru-mllp", 1, 300), Load("oru-mllp", 8, 2000))  # ORU^R01, 5 OBX each, over MLLP/TLS
+MLLP_WARM_UP = (Load("oru-mllp", 8, 200),)
 DEFAULT_LOADS = (
     Load("create", 1, 300), Load("create", 32, 2000), Load("read", 1, 500), Load("read", 32, 5000),
     Load("read-token", 32, 5000),
@@ -63,6 +65,8 @@ class Plan:
     warm_up: list[Load]
     search_loads: list[Load]
     search_scale: float  # 0: no search benchmark
+    mllp_loads: list[Load] = field(default_factory=list)
+    mllp_warm_up: list[Load] = field(default_factory=list)
 
 
 @dataclass
@@ -112,8 +116,11 @@ async def _bench(run: EngineRun, plan: Plan, work: Path) -> None:
         full_db = await _database(stack, run.engine, "full", work / "state" / "ehr.sqlite3")
         bare_db = await _database(stack, run.engine, "bare", work / "bare" / "bare.sqlite3")
         await servers.init_state(work / "state", full_db, work / "init.log")
+        mllp_port = servers.free_port() if plan.mllp_loads else 0
         targets = {
-            "full": await stack.enter_async_context(servers.full_server(work / "state", full_db, work / "full.log")),
+            "full": await stack.enter_async_context(
+                servers.full_server(work / "state", full_db, work / "full.log", mllp_port)
+            ),
             "bare": await stack.enter_async_context(
                 servers.bare_server(work / "state" / "pki", bare_db, work / "bare.log")
             ),
@@ -124,11 +131,30 @@ async def _bench(run: EngineRun, plan: Plan, work: Path) -> None:
             run.warm_up += [await _measure(run.engine, n, t, spec, requests[n]) for n, t in targets.items()]
         for spec in plan.loads:
             run.measurements += [await _measure(run.engine, n, t, spec, requests[n]) for n, t in targets.items()]
+        if plan.mllp_loads:
+            print(f"{run.engine}: HL7 v2 over MLLP/TLS...", flush=True)
+            mllp = {"full": Target("127.0.0.1", mllp_port, targets["full"].tls)}
+            mllp_db = await _database(stack, run.engine, "baremllp", work / "baremllp" / "bare.sqlite3")
+            mllp["bare"] = await stack.enter_async_context(
+                servers.bare_mllp_server(work / "state" / "pki", mllp_db, work / "bare-mllp.log")
+            )
+            await _bench_mllp(run, plan, mllp)
         if plan.search_scale > 0:
             print(f"{run.engine}: search benchmark...", flush=True)
             run.search = SearchRun(max(1, round(search_bench.PATIENTS[run.engine] * plan.search_scale)))
             await search_bench.run(run.search, run.engine, targets, {"full": full_db, "bare": bare_db},
                                    plan.search_loads)
+
+
+async def _bench_mllp(run: EngineRun, plan: Plan, targets: dict[str, Target]) -> None:
+    """Each load's messages are new to both listeners (their own control ids), full first."""
+    for n, spec in enumerate([*plan.mllp_warm_up, *plan.mllp_loads]):
+        for server, target in targets.items():
+            messages = mllp_load.oru_messages(spec.requests, f"{server}{n}c{spec.concurrency}")
+            result = await mllp_load.run_mllp_load(target, messages, concurrency=spec.concurrency,
+                                                   time_limit=spec.time_limit)
+            measured = Measurement(run.engine, server, spec.operation, result)
+            (run.warm_up if n < len(plan.mllp_warm_up) else run.measurements).append(measured)
 
 
 async def _database(stack: AsyncExitStack, engine: str, label: str, sqlite_file: Path) -> str:
@@ -190,6 +216,7 @@ def _options(argv: list[str] | None) -> argparse.Namespace:
         help="search record set: F x 10,000 patients (ten observations each) on PostgreSQL, F x 1,000 on SQLite;"
              " --quick takes a tenth; 0 skips the search benchmark",
     )
+    parser.add_argument("--no-mllp", dest="mllp", action="store_false", help="skip the HL7 v2 MLLP/TLS benchmark")
     args = parser.parse_args(argv)
     args.engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     if unknown := set(args.engines) - set(ENGINES):
@@ -204,13 +231,15 @@ def _options(argv: list[str] | None) -> argparse.Namespace:
 
 def plan(args: argparse.Namespace) -> Plan:
     return Plan(scaled(DEFAULT_LOADS, args.scale), scaled(WARM_UP, args.scale),
-                scaled(search_bench.LOADS, args.scale), args.search_scale / (10 if args.quick else 1))
+                scaled(search_bench.LOADS, args.scale), args.search_scale / (10 if args.quick else 1),
+                *((scaled(MLLP_LOADS, args.scale), scaled(MLLP_WARM_UP, args.scale)) if args.mllp else ([], [])))
 
 
 async def bench(args: argparse.Namespace) -> int:
     todo = plan(args)
     print(f"load generator: tests/benchmarks/load.py, HTTP/1.1 keep-alive over mutual TLS ({load.WHY_NOT_AB})")
-    print("loads: " + ", ".join(f"{x.operation} c={x.concurrency} n={x.requests}" for x in todo.loads))
+    every = todo.loads + todo.mllp_loads
+    print("loads: " + ", ".join(f"{x.operation} c={x.concurrency} n={x.requests}" for x in every))
     if todo.search_scale:
         sizes = ", ".join(f"{e} {round(search_bench.PATIENTS[e] * todo.search_scale):,} patients" for e in args.engines)
         print(f"search: {sizes} (ten observations each); "
@@ -234,7 +263,7 @@ def _summary(
     runs: list[EngineRun], args: argparse.Namespace, started: datetime, versions: dict[str, str]
 ) -> dict[str, Any]:
     comparisons = report.compare([m for run in runs for m in run.all_measurements])
-    verdicts = report.target_verdicts(comparisons)
+    verdicts = report.target_verdicts(comparisons) + report.mllp_verdicts(comparisons)
     verdicts += [v for run in runs if (v := report.import_verdict(run.search.load if run.search else None, run.engine))]
     _print(runs, comparisons, verdicts)
     return {

@@ -104,10 +104,12 @@ async def demo_client_id(home: Path, database_url: str) -> str:
 
 
 @asynccontextmanager
-async def full_server(home: Path, database_url: str, log: Path) -> AsyncIterator[Target]:
+async def full_server(home: Path, database_url: str, log: Path, mllp_port: int = 0) -> AsyncIterator[Target]:
+    """``ehr serve``; with ``mllp_port``, its HL7 v2 listener too (ready when HTTPS is)."""
     port = free_port()
     workers = os.environ.get("EHR_BENCH_WORKERS", "1")  # server processes of the full server (default 1)
-    env = _environment(home=str(home), database_url=database_url, port=str(port), workers=workers)
+    env = _environment(home=str(home), database_url=database_url, port=str(port), workers=workers,
+                       mllp_port=str(mllp_port))
     async with _serving([sys.executable, "-m", "ehr.cli", "serve"], env, port, home / "pki", log) as target:
         yield target
 
@@ -119,6 +121,37 @@ async def bare_server(pki: Path, database_url: str, log: Path) -> AsyncIterator[
                "--pki", str(pki), "--port", str(port)]
     async with _serving(command, _environment(), port, pki, log) as target:
         yield target
+
+
+@asynccontextmanager
+async def bare_mllp_server(pki: Path, database_url: str, log: Path) -> AsyncIterator[Target]:
+    port = free_port()
+    command = [sys.executable, "-m", "tests.benchmarks.bare_mllp", "--database", database_url,
+               "--pki", str(pki), "--port", str(port)]
+    target = Target("127.0.0.1", port, client_tls(pki))
+    with log.open("ab") as out:
+        process = await asyncio.create_subprocess_exec(*command, env=_environment(), cwd=REPO, stdout=out, stderr=out)
+        try:
+            await _wait_listening(target, process, log)
+            yield target
+        finally:
+            await _stop(process)
+
+
+async def _wait_listening(target: Target, process: asyncio.subprocess.Process, log: Path) -> None:
+    """Until a mutual-TLS handshake succeeds."""
+    deadline = asyncio.get_running_loop().time() + READY_TIMEOUT
+    while asyncio.get_running_loop().time() < deadline:
+        if process.returncode is not None:
+            raise ServerError(f"server exited with {process.returncode}:\n{_tail(log)}")
+        try:
+            _, writer = await asyncio.open_connection(target.host, target.port, ssl=target.tls,
+                                                      server_hostname="localhost")
+            writer.close()
+            return
+        except OSError:
+            await asyncio.sleep(0.2)
+    raise ServerError(f"server not ready within {READY_TIMEOUT:.0f} s:\n{_tail(log)}")
 
 
 @asynccontextmanager

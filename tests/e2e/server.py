@@ -27,6 +27,7 @@ def free_port() -> int:
 def environment(home: Path, database_url: str | None = None, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("EHR_")}
     env["EHR_HOME"] = str(home)
+    env["EHR_MLLP_PORT"] = "0"  # no MLLP listener unless a test asks for one (on a free port)
     if database_url:
         env["EHR_DATABASE_URL"] = database_url
     env.update(extra)

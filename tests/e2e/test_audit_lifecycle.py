@@ -29,6 +29,6 @@ def test_cli_and_server_lifecycle_are_audited(home: Path, server_database: str) 
             await db.close()
 
     found = asyncio.run(subtypes())
-    # init registered the demo client; then rotate, rewrap, the server's start and stop
-    assert found[:3] == ["client-add", "key-rotate", "key-rewrap"]
+    # init registered the demo client and the demo HL7 v2 sender; then rotate, rewrap, the server's start and stop
+    assert found[:4] == ["client-add", "sender-add", "key-rotate", "key-rewrap"]
     assert "server-start" in found and found[-1] == "server-stop"
