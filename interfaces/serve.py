@@ -23,7 +23,8 @@ from ehr.context import server_context
 from ehr.settings import Settings
 from ehr.store.senders import SenderRegistry
 from interfaces.hl7v2.inbound import Arrival, Inbound
-from interfaces.mllp.server import Limits, MllpServer, Peer, ssl_context
+from interfaces.mllp.connection import Limits, Peer
+from interfaces.mllp.server import MllpServer, ssl_context
 
 log = logging.getLogger("ehr.mllp")
 

@@ -27,7 +27,7 @@ from ehr.store.service import Receipt, Store
 from interfaces.hl7v2 import mapping, moves
 from interfaces.hl7v2.ack import ACCEPTED, Outcome, acknowledgments
 from interfaces.hl7v2.errors import Code, Rejected
-from interfaces.hl7v2.message import Header, Parsed, decode, header_of, parse
+from interfaces.hl7v2.message import Header, Parsed, check_header, decode, header_of, parse
 from interfaces.hl7v2.scopes import permissions_for
 from smart_auth.scopes import Permissions
 
@@ -64,6 +64,7 @@ class Inbound:
         except Rejected as err:
             return await self._refused(ctx, _BLANK, Outcome.of(err))
         try:
+            check_header(header)
             _admit(sender, header)
             return await self._accept(ctx, header, arrival.raw)
         except Rejected as err:

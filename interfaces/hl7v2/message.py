@@ -94,7 +94,7 @@ def parse(raw: bytes) -> Parsed:
     """Decode, read the header, check it and the segment ids: one MSH, then three-character ids."""
     text = decode(raw)
     header = header_of(text)
-    _check_header(header)
+    check_header(header)
     ids = [segment.split(header.field_sep, 1)[0] for segment in text.split("\r")]
     if ids.count("MSH") > 1:
         raise Rejected(Code.SEGMENT_SEQUENCE, "more than one MSH in one frame (batches are not accepted)", reject=True)
@@ -104,7 +104,8 @@ def parse(raw: bytes) -> Parsed:
     return Parsed(header, text)
 
 
-def _check_header(header: Header) -> None:
+def check_header(header: Header) -> None:
+    """AR unless MSH-2, MSH-9, MSH-10, MSH-11 and MSH-12 are usable."""
     if len(header.encoding) not in (4, 5) or len(set(header.encoding + header.field_sep)) != len(header.encoding) + 1:
         raise Rejected(Code.DATA_TYPE, "MSH-2 must hold four or five distinct encoding characters", reject=True,
                        location=("MSH", 1, 2))

@@ -68,8 +68,12 @@ def results(ctx: Context) -> None:
     if any(s.name == "PID" and s.seq > 1 for s in ctx.segments):
         ctx.problem(Code.SEGMENT_SEQUENCE, "more than one patient in one ORU^R01 is not supported", ("PID", 2, 3))
     identifiers, key = found
+    found_orders = orders(ctx.segments)
+    if not found_orders:  # ORDER_OBSERVATION is required (v2.5.1 section 7.3.1): no results, no patient either
+        ctx.problem(Code.SEGMENT_SEQUENCE, "an ORU^R01 needs at least one OBR", ("OBR", 1, 0))
+        return
     subject = ctx.tx.create(patient(ctx, pid, identifiers), key)
-    for order in orders(ctx.segments):
+    for order in found_orders:
         _report(ctx, order, subject)
 
 

@@ -10,6 +10,8 @@ from typing import Any
 import hl7
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ehr.api.services import Services
 from ehr.context import operator_context
@@ -177,3 +179,13 @@ async def test_copies_racing_each_other_are_ingested_once(inbound: Inbound, serv
     assert all(reply == replies[0] for reply in replies)
     assert msa([hl7.parse(replies[0][0].decode())]) == ["AA"]
     assert await count(services, "DiagnosticReport") == 1 and await count(services, "Binary") == 1
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(garbage=st.one_of(st.binary(max_size=300), st.binary(max_size=300).map(lambda tail: sample(ORU)[:120] + tail)))
+@pytest.mark.parametrize("engine_kind", ["sqlite"])
+async def test_garbage_is_answered_and_stores_nothing(inbound: Inbound, services: Services, garbage: bytes) -> None:
+    """Random bytes, alone or after a real header: an ACK (or none) and never a stored resource."""
+    replies = await inbound.handle(Arrival(garbage, THUMB, "127.0.0.1:5000"))
+    assert all(reply.startswith(b"MSH|") for reply in replies)
+    assert await count(services, "Binary") == 0

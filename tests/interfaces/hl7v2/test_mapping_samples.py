@@ -12,7 +12,7 @@ import pytest
 from interfaces.hl7v2.errors import Code, Rejected
 from interfaces.hl7v2.mapping import to_transaction
 from interfaces.hl7v2.message import Parsed, decode, header_of
-from tests.interfaces.hl7v2.mapping_helpers import ZONE, assert_valid, entry_of, resources, sample, v2_dir
+from tests.interfaces.hl7v2.mapping_helpers import ZONE, assert_valid, entry_of, mapped, resources, sample, v2_dir
 
 Bundle = dict[str, Any]
 LOINC, UCUM = "http://loinc.org", "http://unitsofmeasure.org"
@@ -220,7 +220,11 @@ def test_malformed_twin_maps_like_the_clean_one(malformed: str, clean: str) -> N
 
 
 def test_repetitions_and_subcomponents_in_pid() -> None:
-    bundle = sample("malformed/ORU_R01_python-hl7_repetition-subcomponent.hl7")
+    raw = (v2_dir() / "malformed/ORU_R01_python-hl7_repetition-subcomponent.hl7").read_bytes()
+    with pytest.raises(Rejected) as caught:  # as published it has no OBR: a result message without results
+        mapped(raw)
+    assert caught.value.code is Code.SEGMENT_SEQUENCE and not caught.value.reject
+    bundle = mapped(raw + b"OBR|1||F1|718-7^Hemoglobin^LN\r")
     assert_valid(bundle)
     facility = "urn:ehr:hl7v2:facility:ELAB-3"
     assert [(i["system"], i["value"]) for i in _patient(bundle)["identifier"]] == [

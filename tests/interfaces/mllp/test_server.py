@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from ehr.pki import DevPki, certificate_thumbprint
+from interfaces.mllp.connection import Limits, Peer
 from interfaces.mllp.framing import Decoder, Frame, encode
-from interfaces.mllp.server import Limits, MllpServer, Peer, ssl_context
+from interfaces.mllp.server import MllpServer, ssl_context
 
 WAIT = 10.0  # generous: only ever reached when something is broken
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]

@@ -14,8 +14,9 @@ import hl7.mllp
 import pytest
 
 from ehr.pki import DevPki, create_ca, issue_certificate
+from interfaces.mllp.connection import Limits, Peer
 from interfaces.mllp.framing import encode
-from interfaces.mllp.server import Limits, MllpServer, Peer, ssl_context
+from interfaces.mllp.server import MllpServer, ssl_context
 
 WAIT = 10.0
 MESSAGE = "MSH|^~\\&|LAB|HOSP|EHR|HOSP|20260101120000||ADT^A01^ADT_A01|MSG00042|P|2.5.1\rPID|1||12345^^^HOSP^MR\r"

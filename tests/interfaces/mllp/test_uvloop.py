@@ -14,8 +14,9 @@ import pytest
 import uvloop
 
 from ehr.pki import DevPki
+from interfaces.mllp.connection import Peer
 from interfaces.mllp.framing import encode
-from interfaces.mllp.server import MllpServer, Peer, ssl_context
+from interfaces.mllp.server import MllpServer, ssl_context
 
 Scenario = Callable[[MllpServer], Awaitable[None]]
 
