@@ -13,7 +13,7 @@ import socket
 import ssl
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -128,52 +128,47 @@ async def bare_mllp_server(pki: Path, database_url: str, log: Path) -> AsyncIter
     port = free_port()
     command = [sys.executable, "-m", "tests.benchmarks.bare_mllp", "--database", database_url,
                "--pki", str(pki), "--port", str(port)]
-    target = Target("127.0.0.1", port, client_tls(pki))
-    with log.open("ab") as out:
-        process = await asyncio.create_subprocess_exec(*command, env=_environment(), cwd=REPO, stdout=out, stderr=out)
-        try:
-            await _wait_listening(target, process, log)
-            yield target
-        finally:
-            await _stop(process)
+    async with _serving(command, _environment(), port, pki, log, probe=_handshake) as target:
+        yield target
 
 
-async def _wait_listening(target: Target, process: asyncio.subprocess.Process, log: Path) -> None:
-    """Until a mutual-TLS handshake succeeds."""
-    deadline = asyncio.get_running_loop().time() + READY_TIMEOUT
-    while asyncio.get_running_loop().time() < deadline:
-        if process.returncode is not None:
-            raise ServerError(f"server exited with {process.returncode}:\n{_tail(log)}")
-        try:
-            _, writer = await asyncio.open_connection(target.host, target.port, ssl=target.tls,
-                                                      server_hostname="localhost")
-            writer.close()
-            return
-        except OSError:
-            await asyncio.sleep(0.2)
-    raise ServerError(f"server not ready within {READY_TIMEOUT:.0f} s:\n{_tail(log)}")
+Probe = Callable[[Target], Awaitable[object]]
+
+
+async def _metadata(target: Target) -> object:
+    """Any HTTP response over mutual TLS."""
+    return await exchange_once(target, http_request("GET", "/fhir/metadata"))
+
+
+async def _handshake(target: Target) -> object:
+    """A mutual-TLS handshake (the MLLP listener answers nothing until a message comes)."""
+    _, writer = await asyncio.open_connection(target.host, target.port, ssl=target.tls, server_hostname="localhost")
+    writer.close()
+    return None
 
 
 @asynccontextmanager
-async def _serving(command: list[str], env: dict[str, str], port: int, pki: Path, log: Path) -> AsyncIterator[Target]:
+async def _serving(
+    command: list[str], env: dict[str, str], port: int, pki: Path, log: Path, probe: Probe = _metadata
+) -> AsyncIterator[Target]:
     target = Target("127.0.0.1", port, client_tls(pki))
     with log.open("ab") as out:
         process = await asyncio.create_subprocess_exec(*command, env=env, cwd=REPO, stdout=out, stderr=out)
         try:
-            await _wait_ready(target, process, log)
+            await _wait_ready(target, process, log, probe)
             yield target
         finally:
             await _stop(process)
 
 
-async def _wait_ready(target: Target, process: asyncio.subprocess.Process, log: Path) -> None:
-    """Until the server answers any HTTP response over mutual TLS."""
+async def _wait_ready(target: Target, process: asyncio.subprocess.Process, log: Path, probe: Probe) -> None:
+    """Until ``probe`` succeeds against the server."""
     deadline = asyncio.get_running_loop().time() + READY_TIMEOUT
     while asyncio.get_running_loop().time() < deadline:
         if process.returncode is not None:
             raise ServerError(f"server exited with {process.returncode}:\n{_tail(log)}")
         try:
-            await exchange_once(target, http_request("GET", "/fhir/metadata"))
+            await probe(target)
             return
         except (OSError, TimeoutError, EOFError):
             await asyncio.sleep(0.2)
