@@ -13,10 +13,12 @@ to a sample per index): without sqlite_stat1 it started an Observation search fr
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from ehr.db.database import Database
 from ehr.store.index import TABLES
 
+log = logging.getLogger(__name__)
 FIRST = 200
 GROWTH = 0.10
 SQLITE_SAMPLE = 1000  # rows looked at per index by SQLite's ANALYZE
@@ -28,12 +30,29 @@ class PlannerStatistics:
         self._pending = 0
         self._baseline = 0
         self._running = asyncio.Lock()
+        self._soon: asyncio.Task[None] | None = None
 
     def wrote(self, count: int = 1) -> None:
         self._pending += count
 
+    def refresh_soon(self) -> None:
+        """Refresh in the background when due: for callers inside a write transaction. On SQLite
+        ANALYZE needs the one writer connection that transaction holds, so awaiting it there
+        deadlocks (a conditional write in a transaction, once 200 resources were written)."""
+        if self._due() and (self._soon is None or self._soon.done()):
+            self._soon = asyncio.get_running_loop().create_task(self._refresh_logged())
+
+    async def _refresh_logged(self) -> None:
+        try:
+            await self.refresh_if_grown()
+        except Exception as exc:  # noqa: BLE001 - an optimisation: its failure must not surface anywhere
+            log.warning("planner statistics refresh failed: %s", type(exc).__name__)
+
+    def _due(self) -> bool:
+        return not self._running.locked() and self._pending >= max(FIRST, int(self._baseline * GROWTH))
+
     async def refresh_if_grown(self) -> None:
-        if self._running.locked() or self._pending < max(FIRST, int(self._baseline * GROWTH)):
+        if not self._due():
             return
         async with self._running:
             self._pending = 0

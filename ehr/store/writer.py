@@ -54,7 +54,7 @@ class Writer:
         a transaction lock on the criteria (PostgreSQL; SQLite's writer already runs alone), so a
         racing conditional write with the same criteria waits for this one."""
         assert criteria.resource_type is not None
-        await self.statistics.refresh_if_grown()
+        self.statistics.refresh_soon()  # ``tx`` is open: never wait for ANALYZE here
         if lock and self._db.dialect == "postgresql":
             await tx.fetch_one("SELECT pg_advisory_xact_lock($1) AS locked", _criteria_lock(criteria))
         runner = Runner(tx, self.compiler, 2)
