@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 from pathlib import Path
+from typing import Protocol
 
 import aiosqlite
 import asyncpg  # type: ignore[import-untyped]
@@ -24,12 +25,11 @@ _TABLE = "CREATE TABLE IF NOT EXISTS bare_message (control_id TEXT PRIMARY KEY, 
 POOL_SIZE = 20
 
 
-class Messages:
-    async def insert(self, control_id: str, body: bytes) -> None:
-        raise NotImplementedError
+class Messages(Protocol):
+    async def insert(self, control_id: str, body: bytes) -> None: ...
 
 
-class PostgresMessages(Messages):
+class PostgresMessages:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
@@ -37,7 +37,7 @@ class PostgresMessages(Messages):
         await self._pool.execute("INSERT INTO bare_message VALUES ($1, $2)", control_id, body)
 
 
-class SqliteMessages(Messages):
+class SqliteMessages:
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
 
