@@ -27,7 +27,7 @@ from ehr.store.service import Receipt, Store
 from interfaces.hl7v2 import mapping, moves
 from interfaces.hl7v2.ack import ACCEPTED, Outcome, acknowledgments
 from interfaces.hl7v2.errors import Code, Rejected
-from interfaces.hl7v2.message import Header, Parsed, check_header, decode, header_of, parse
+from interfaces.hl7v2.message import Header, Parsed, check_header, decode, header_of, read
 from interfaces.hl7v2.scopes import permissions_for
 from smart_auth.scopes import Permissions
 
@@ -66,16 +66,16 @@ class Inbound:
         try:
             check_header(header)
             _admit(sender, header)
-            return await self._accept(ctx, header, arrival.raw)
+            return await self._accept(ctx, header, text)
         except Rejected as err:
             return await self._refused(ctx, header, Outcome.of(err))
 
-    async def _accept(self, ctx: AccessContext, header: Header, raw: bytes) -> list[bytes]:
+    async def _accept(self, ctx: AccessContext, header: Header, text: str) -> list[bytes]:
         kept = await self._store.receipt(ctx, header.control_id)
         if kept is not None:
             await self._audit.record(ctx, _event(header, "AA", duplicate=True))
             return _split(kept)
-        parsed = parse(raw)
+        parsed = read(text)  # decoded once, in handle()
         bundle = _mapped(parsed, self._zone)
         replies = [reply.encode() for reply in acknowledgments(header, ACCEPTED)]
         try:

@@ -91,8 +91,11 @@ def header_of(text: str) -> Header:
 
 
 def parse(raw: bytes) -> Parsed:
-    """Decode, read the header, check it and the segment ids: one MSH, then three-character ids."""
-    text = decode(raw)
+    return read(decode(raw))
+
+
+def read(text: str) -> Parsed:
+    """Decoded text: read the header, check it and the segment ids: one MSH, then three-character ids."""
     header = header_of(text)
     check_header(header)
     ids = [segment.split(header.field_sep, 1)[0] for segment in text.split("\r")]
